@@ -1,0 +1,153 @@
+"""Typed configuration dataclasses and the three presets (``smoke``, ``laptop``, ``paper``).
+
+Every stage reads one frozen dataclass. A :class:`Preset` bundles them; the preset is saved
+inside every checkpoint and result so a run can always be traced back to its settings.
+
+Notebooks pick their preset from the ``SLAMAGS_PRESET`` environment variable
+(``smoke`` in CI) through :func:`get_preset`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+PRESET_ENV = "SLAMAGS_PRESET"
+DEFAULT_PRESET = "laptop"
+
+METHODS: tuple[str, ...] = (
+    "random", "simclr", "weak", "supcon", "slam_sum", "slam_pcgrad", "slam_ags",
+)
+MIL_MODELS: tuple[str, ...] = ("prototype", "abmil")
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    """Synthetic single-cell patches (see :mod:`slamags_core.synthetic`)."""
+
+    image_size: int = 40            # rendered patch side in px (real data set: 250)
+    difficulty: float = 0.5         # 0 = classes far apart ... 1 = identical morphology
+    negative_class: str = "LYT"     # class of every cell in a negative bag (lymphocyte)
+    witness_class: str = "BLA"      # abnormal class planted in positive bags (blast)
+
+
+@dataclass(frozen=True)
+class BagConfig:
+    """Bag simulation (see :mod:`slamags_core.bags`)."""
+
+    bag_size: int = 200             # cells per bag (paper code: 1000)
+    witness_rate: float = 0.05      # fraction of witnesses in a positive bag, in (0, 1]
+    n_train: int = 48               # training bags (pretraining pools + MIL training)
+    n_val: int = 16                 # validation bags (MIL model selection)
+    n_test: int = 32                # held-out test bags (all reported metrics)
+    positive_fraction: float = 0.5  # share of positive bags in every split
+    seed: int = 0                   # seeds cell rendering, stains and bag composition
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Encoder pretraining (see :mod:`slamags_core.pretrain`)."""
+
+    encoder: str = "small_cnn"      # "tiny_cnn" | "small_cnn" | "resnet18" (paper)
+    width: int = 32                 # base channel width of the small CNNs
+    crop_size: int = 32             # random-crop side in px (paper: 224 from 250)
+    proj_dim: int = 128             # projection head width (paper: 512-512-512)
+    embedding: str = "h"            # downstream feature: "h" backbone, "z" projection (paper code)
+    epochs: int = 8                 # pretraining epochs (paper: 150)
+    batch_size: int = 256           # patches per step, split pos/neg by pool sizes (paper: 256)
+    optimizer: str = "sgd"          # "sgd" (paper) | "adamw"
+    lr: float = 0.05                # peak learning rate (paper: 1e-3 over 150 epochs)
+    momentum: float = 0.9           # SGD momentum (paper: 0.9)
+    weight_decay: float = 1e-4      # weight decay (paper: 1e-4)
+    warmup_epochs: int = 1          # linear warm-up epochs before cosine decay (paper: 10)
+    temperature: float = 0.07       # NT-Xent / similarity / SupCon temperature (paper: 0.07)
+    amp: bool = True                # bfloat16 autocast on CUDA (ignored on CPU/MPS)
+    channels_last: bool = True      # channels_last memory format on CUDA
+    compile: bool = False           # torch.compile the encoder (CUDA only)
+    device: str = "auto"            # "auto" | "cuda" | "mps" | "cpu"
+    seed: int = 0                   # seeds init, batching and augmentation
+
+
+@dataclass(frozen=True)
+class MILConfig:
+    """Attention MIL training and retrieval (see :mod:`slamags_core.mil`)."""
+
+    epochs: int = 40                # max epochs over the training bags
+    lr: float = 1e-3                # Adam learning rate (paper code: 1e-3)
+    weight_decay: float = 1e-4      # Adam weight decay
+    hidden_dim: int = 128           # attention hidden size
+    n_prototypes: int = 4           # prototypes per class in the prototype model
+    cluster_weight: float = 0.005   # weight of the prototype clustering losses (paper code)
+    patience: int = 10              # early stopping on validation loss
+    topk_fraction: float = 0.4      # retrieval K as a fraction of the bag (paper: 400/1000)
+    seed: int = 0                   # seeds init and bag order
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One consistent set of stage configs plus the sweep grid."""
+
+    name: str
+    cells: CellConfig = field(default_factory=CellConfig)
+    bags: BagConfig = field(default_factory=BagConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    mil: MILConfig = field(default_factory=MILConfig)
+    witness_rates: tuple[float, ...] = (0.1, 0.05, 0.01, 0.005)  # the sweep's WR grid
+    methods: tuple[str, ...] = METHODS                            # pretraining strategies
+    mil_models: tuple[str, ...] = MIL_MODELS                      # aggregators per method
+    seeds: tuple[int, ...] = (0,)                                 # sweep seeds
+
+    def replace(self, **changes) -> "Preset":
+        """Return a copy with top-level fields replaced (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Plain-JSON view of the preset (for checkpoints and results)."""
+        return dataclasses.asdict(self)
+
+
+def _smoke() -> Preset:
+    return Preset(
+        name="smoke",
+        cells=CellConfig(image_size=32),
+        bags=BagConfig(bag_size=40, witness_rate=0.1, n_train=8, n_val=4, n_test=8),
+        pretrain=PretrainConfig(encoder="tiny_cnn", width=8, crop_size=28, proj_dim=32,
+                                epochs=2, batch_size=64, warmup_epochs=0),
+        mil=MILConfig(epochs=5, hidden_dim=32, n_prototypes=2, patience=5),
+        witness_rates=(0.1, 0.05),
+    )
+
+
+def _laptop() -> Preset:
+    return Preset(name="laptop")
+
+
+def _paper() -> Preset:
+    return Preset(
+        name="paper",
+        cells=CellConfig(image_size=250),
+        bags=BagConfig(bag_size=1000, n_train=64, n_val=16, n_test=32),
+        pretrain=PretrainConfig(encoder="resnet18", crop_size=224, proj_dim=512, epochs=150,
+                                batch_size=256, lr=1e-3, warmup_epochs=10),
+        mil=MILConfig(epochs=100),
+        seeds=(0, 1, 2),
+    )
+
+
+PRESETS = {"smoke": _smoke, "laptop": _laptop, "paper": _paper}
+
+
+def get_preset(name: str | None = None) -> Preset:
+    """Return a fresh preset by name, or the one named by ``$SLAMAGS_PRESET`` (default laptop).
+
+    Args:
+        name: ``"smoke"``, ``"laptop"`` or ``"paper"``; ``None`` reads the environment.
+
+    Raises:
+        ValueError: if the name is not a known preset.
+    """
+    if name is None:
+        name = os.environ.get(PRESET_ENV, DEFAULT_PRESET)
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; allowed: {sorted(PRESETS)}")
+    return PRESETS[name]()
