@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Plain entry point for the project: set up the environment, run the main job, run the tests.
+
+    python3 dev.py run     # set up .venv, then run the paper's witness-rate sweep (laptop preset)
+    python3 dev.py test    # set up .venv, then pytest on tests/ + nbval over notebooks/ (smoke)
+
+Needs only Python 3.10+ with pip and venv. Extra arguments after ``run``/``test`` are passed to
+the sweep CLI / to pytest. ``python3 dev.py setup`` only builds the environment.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PY = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+STAMP = VENV / ".slamags-installed"
+
+
+def sh(*cmd: str | Path, env: dict | None = None) -> None:
+    print("+", " ".join(map(str, cmd)), flush=True)
+    rc = subprocess.call([str(c) for c in cmd], cwd=ROOT, env=env)
+    if rc:
+        sys.exit(rc)
+
+
+def setup() -> None:
+    """Create ``.venv`` and install the package with its dev extra (skipped when up to date)."""
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == want and PY.exists():
+        return
+    if not PY.exists():
+        print(f"+ creating virtual environment {VENV}", flush=True)
+        venv.create(VENV, with_pip=True)
+    sh(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    sh(PY, "-m", "pip", "install", "--quiet", "-e", ".[dev]")
+    STAMP.write_text(want)
+
+
+def run(args: list[str]) -> None:
+    """The main job: the witness-rate sweep at the laptop preset, then its notebook as HTML."""
+    out = "outputs/sweep"
+    sweep_args = args or ["--preset", "laptop", "--out", out]
+    sh(PY, "-m", "slamags_core", "sweep", *sweep_args)
+    if not args:
+        sh(PY, "-m", "slamags_core", "notebooks", "--out", "outputs/notebooks",
+           "--only", "08_witness_rate_sweep", "--env", f"SLAMAGS_RESULTS={ROOT / out}")
+
+
+def test(args: list[str]) -> None:
+    """pytest over tests/ and nbval (lax: errors only) over every notebook, in the smoke preset."""
+    env = dict(os.environ, SLAMAGS_PRESET="smoke", PYTHONHASHSEED="0")
+    sh(PY, "-m", "pytest", "--nbval-lax", "-q", "--durations=15", *(args or ["tests", "notebooks"]),
+       env=env)
+
+
+def main() -> None:
+    cmd, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
+    if cmd not in ("setup", "run", "test"):
+        sys.exit(__doc__)
+    setup()
+    if cmd == "run":
+        run(args)
+    elif cmd == "test":
+        test(args)
+
+
+if __name__ == "__main__":
+    main()
