@@ -80,6 +80,7 @@ class MILConfig:
     cluster_weight: float = 0.005   # weight of the prototype clustering losses (paper code)
     patience: int = 10              # early stopping on validation loss
     topk_fraction: float = 0.4      # retrieval K as a fraction of the bag (paper: 400/1000)
+    standardize: bool = True        # z-score embeddings with training-bag statistics (paper code: no)
     seed: int = 0                   # seeds init and bag order
 
 
