@@ -133,7 +133,8 @@ def supcon(z: Tensor, labels: Tensor, temperature: float = 0.07) -> Tensor:
 
     For anchor i with positives P(i) = {p != i : y_p = y_i} and A(i) = {a != i}::
 
-        L = mean_{i : |P(i)| > 0} -1/|P(i)| sum_{p in P(i)} log( exp(s_ip/t) / sum_{a in A(i)} exp(s_ia/t) )
+        L = mean_{i : |P(i)| > 0} -1/|P(i)| sum_{p in P(i)} log( exp(s_ip/t)
+                                                                  / sum_{a in A(i)} exp(s_ia/t) )
 
     Anchors without any positive are left out of the mean. The (t / t_base) factor of the
     reference code is 1 here (t = t_base).

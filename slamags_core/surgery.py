@@ -100,7 +100,8 @@ def _check_sizes(sizes: Sequence[int], P: int) -> list[int]:
     sizes = [int(s) for s in sizes]
     if not sizes or min(sizes) < 1 or sum(sizes) != P:
         raise ValueError(f"sizes must be positive and sum to the gradient length P={P}; got "
-                         f"{len(sizes)} sizes summing to {sum(sizes)} (min {min(sizes, default=0)})")
+                         f"{len(sizes)} sizes summing to {sum(sizes)} "
+                         f"(min {min(sizes, default=0)})")
     return sizes
 
 
