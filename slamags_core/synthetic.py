@@ -54,15 +54,18 @@ class CellClass:
     offsets: Mapping[str, float]
 
 
-# Reference (LYT) distribution of the class-defining factors: (mean, sd, low, high).
-# Lengths are in patch units (patch side = 1, about 25 um like a 250 px real patch).
-CLASS_FACTORS: Mapping[str, tuple[float, float, float, float]] = MappingProxyType({
-    "cell_radius": (0.24, 0.028, 0.14, 0.45),           # 7-15 um lymphocyte
-    "nc_ratio": (0.86, 0.035, 0.55, 0.96),              # nucleus radius / cell radius
-    "chromatin_coarseness": (0.80, 0.12, 0.0, 1.0),     # 1 = clumped, 0 = fine ("lacy")
-    "nucleus_density": (1.00, 0.12, 0.35, 1.5),         # nuclear dye amount
-    "nucleoli_rate": (0.02, 0.0, 0.0, 1.0),             # chance of each of 3 nucleolus slots
-    "cytoplasm_blueness": (0.55, 0.15, 0.05, 1.8),      # cytoplasmic dye amount
+# Reference (LYT) distribution of the class-defining factors:
+# (mean, sd, low, high, gap_power). Lengths are in patch units (patch side = 1, about 25 um
+# like a 250 px real patch). At a given difficulty a class's offset is scaled by
+# ``(1 - difficulty) ** gap_power``: global cues (size, dye amounts, power 2) fade first,
+# the subtle morphology haematologists rely on (chromatin pattern, nucleoli, power 0.5) last.
+CLASS_FACTORS: Mapping[str, tuple[float, float, float, float, float]] = MappingProxyType({
+    "cell_radius": (0.24, 0.028, 0.14, 0.45, 2.0),          # 7-15 um lymphocyte
+    "nc_ratio": (0.86, 0.035, 0.55, 0.96, 2.0),             # nucleus radius / cell radius
+    "chromatin_coarseness": (0.80, 0.12, 0.0, 1.0, 0.5),    # 1 = clumped, 0 = fine ("lacy")
+    "nucleus_density": (1.00, 0.12, 0.35, 1.5, 2.0),        # nuclear dye amount
+    "nucleoli_rate": (0.02, 0.0, 0.0, 1.0, 0.5),            # chance of each of 3 nucleolus slots
+    "cytoplasm_blueness": (0.55, 0.15, 0.05, 1.8, 2.0),     # cytoplasmic dye amount
 })
 
 CELL_CLASSES: Mapping[str, CellClass] = MappingProxyType({
@@ -150,9 +153,9 @@ def sample_factors(cell_types: Sequence[str], difficulty: float,
     """
     cls = _class_index(cell_types)
     n = len(cls)
-    gap = np.float32(1.0 - difficulty)
     out: dict[str, np.ndarray] = {}
-    for name, (mean, sd, lo, hi) in CLASS_FACTORS.items():
+    for name, (mean, sd, lo, hi, power) in CLASS_FACTORS.items():
+        gap = np.float32((1.0 - difficulty) ** power)
         offset = np.array([CELL_CLASSES[c].offsets.get(name, 0.0) for c in CLASS_NAMES],
                           dtype=np.float32)[cls]
         z = rng.standard_normal(n).astype(np.float32)
@@ -262,8 +265,8 @@ def _nucleoli(f: dict[str, np.ndarray], un: np.ndarray, vn: np.ndarray, edge: np
         idx = np.flatnonzero(f["nucleoli"] > j)
         if idx.size == 0:
             continue
-        rad, ang = 0.5 * draws[idx, j, 0], 2 * np.pi * draws[idx, j, 1]
-        s = 0.12 + 0.08 * draws[idx, j, 2]                                 # spot radius / rn
+        rad, ang = 0.45 * draws[idx, j, 0], 2 * np.pi * draws[idx, j, 1]
+        s = 0.15 + 0.10 * draws[idx, j, 2]                                 # spot radius / rn
         du = un[idx] - (rad * np.cos(ang))[:, None, None]
         dv = vn[idx] - (rad * np.sin(ang))[:, None, None]
         sdf = (np.sqrt(du * du + dv * dv) - s[:, None, None]) * rn[idx, None, None]
@@ -304,7 +307,7 @@ def _render_chunk(f: dict[str, np.ndarray], stain: np.ndarray, size: int,
     cell = _ramp((rho - 1 + 0.035 * rim) * r[:, None, None], edge)
     nuc, c_nuc, un, vn = _nucleus(f, g, edge, size, xs, rng)
     spots = _nucleoli(f, un, vn, edge, rng) * nuc
-    c_nuc *= 1 - 0.6 * spots
+    c_nuc *= 1 - 0.7 * spots
     c_cyt = cell * (1 - nuc) * f["cytoplasm_blueness"][:, None, None] * (0.6 + 0.45 * np.minimum(rho, 1) + 0.1 * rim)
     c_cyt += 0.3 * spots
     mottle = _smooth_field(rng, np.zeros_like(r), np.zeros_like(r), np.full_like(r, 0.3), 5, xs)
