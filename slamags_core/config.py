@@ -64,6 +64,8 @@ class PretrainConfig:
     amp: bool = True                # bfloat16 autocast on CUDA (ignored on CPU/MPS)
     channels_last: bool = True      # channels_last memory format on CUDA
     compile: bool = False           # torch.compile the encoder (CUDA only)
+    surgery_stats: bool = True      # slam_sum: per-task grads for conflict stats (else 1 backward)
+    monitor_size: int = 512         # held patches for the per-epoch collapse monitor
     device: str = "auto"            # "auto" | "cuda" | "mps" | "cpu"
     seed: int = 0                   # seeds init, batching and augmentation
 

@@ -1,0 +1,94 @@
+"""Frozen-encoder embeddings of every cell, optionally cached on disk.
+
+After pretraining, the encoder is frozen and each cell's patch is mapped to one vector, the
+input of the MIL aggregator (Ilse et al., ICML 2018). The paper's code uses the projection
+``z``; the backbone feature ``h`` is the common choice (Chen et al., SimCLR, ICML 2020) and
+the project's default (``PretrainConfig.embedding``).
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slamags_core.augment import MEAN, STD, as_uint8_batch, center_crop, normalize, to_float
+from slamags_core.config import PretrainConfig
+from slamags_core.encoders import Encoder
+from slamags_core.utils import atomic_torch_save, cache_dir
+
+EMBEDDINGS = ("h", "z")
+
+
+def embedding_cache_path(cache_key: str) -> Path:
+    """``cache_dir()/"embeddings"/f"{cache_key}.pt"``.
+
+    Raises:
+        ValueError: for an empty key or one containing a path separator.
+    """
+    if not cache_key or "/" in cache_key or "\\" in cache_key or cache_key.startswith("."):
+        raise ValueError(f"cache_key must be a plain file stem, got {cache_key!r}")
+    return cache_dir() / "embeddings" / f"{cache_key}.pt"
+
+
+@torch.no_grad()
+def _embed(encoder: Encoder, images: torch.Tensor, cfg: PretrainConfig, device: torch.device,
+           batch_size: int, which: str) -> torch.Tensor:
+    was_training = encoder.training
+    encoder.eval()
+    amp = cfg.amp and device.type == "cuda"
+    out = []
+    try:
+        for chunk in torch.split(images, batch_size):
+            x = normalize(to_float(center_crop(chunk.to(device), cfg.crop_size)), MEAN, STD)
+            ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+            with ctx:
+                h, z = encoder(x)
+            out.append((h if which == "h" else z).float().cpu())
+    finally:
+        encoder.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, encoder.feature_dim if which == "h"
+                                                  else encoder.proj_dim)
+
+
+def embed_images(encoder: Encoder, images: np.ndarray, cfg: PretrainConfig, *, device=None,
+                 batch_size: int = 512, which: str | None = None,
+                 cache_key: str | None = None) -> torch.Tensor:
+    """Embed uint8 patches with a frozen encoder: centre crop to ``cfg.crop_size``, normalise.
+
+    Args:
+        encoder: a (pretrained) :class:`~slamags_core.encoders.Encoder`; its train/eval mode is
+            restored afterwards.
+        images: ``(N, H, W, 3)`` uint8.
+        cfg: gives ``crop_size``, ``amp`` and the default ``embedding``.
+        device: where to run (default: the encoder's device).
+        batch_size: patches per forward, >= 1.
+        which: ``"h"`` (backbone feature) or ``"z"`` (projection); default ``cfg.embedding``.
+        cache_key: if given, load ``cache_dir()/"embeddings"/f"{cache_key}.pt"`` when it holds
+            embeddings of the same kind and count, else compute and save them there. The key
+            must identify the encoder and the images (e.g. include a config hash).
+
+    Returns:
+        ``(N, D)`` float32 CPU tensor, row i for image i.
+
+    Raises:
+        ValueError: for bad images, batch_size < 1, an unknown ``which`` or a bad cache key.
+    """
+    which = cfg.embedding if which is None else which
+    if which not in EMBEDDINGS:
+        raise ValueError(f"which must be one of {EMBEDDINGS}, got {which!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    x = as_uint8_batch(images)
+    path = embedding_cache_path(cache_key) if cache_key is not None else None
+    if path is not None and path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved.get("which") == which and saved["embeddings"].shape[0] == len(x):
+            return saved["embeddings"]
+    if device is None:
+        device = next(encoder.parameters()).device
+    E = _embed(encoder, x, cfg, torch.device(device), batch_size, which)  # (N, D)
+    if path is not None:
+        atomic_torch_save({"embeddings": E, "which": which, "n": len(x)}, path)
+    return E

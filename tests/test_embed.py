@@ -1,0 +1,77 @@
+"""Tests of slamags_core.embed: shapes, a hand computation, batch invariance, the disk cache."""
+import numpy as np
+import pytest
+import torch
+
+from slamags_core.augment import MEAN, STD
+from slamags_core.config import PretrainConfig
+from slamags_core.embed import embed_images, embedding_cache_path
+from slamags_core.encoders import build_encoder
+
+CFG = PretrainConfig(encoder="tiny_cnn", width=4, crop_size=10, proj_dim=6)
+
+
+@pytest.fixture
+def enc():
+    torch.manual_seed(0)
+    e = build_encoder(CFG)
+    e(torch.randn(8, 3, 10, 10))  # move the BatchNorm running stats away from the defaults
+    return e
+
+
+def _imgs(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 14, 14, 3), dtype=np.uint8)
+
+
+def test_shapes_and_hand_computation(enc):
+    imgs = _imgs(7)
+    H = embed_images(enc, imgs, CFG)
+    Z = embed_images(enc, imgs, CFG, which="z")
+    assert H.shape == (7, enc.feature_dim) and Z.shape == (7, 6)
+    assert H.dtype == torch.float32 and H.device.type == "cpu"
+    x = (imgs[:, 2:12, 2:12].astype(np.float32) / 255 - np.array(MEAN, np.float32)) \
+        / np.array(STD, np.float32)
+    enc.eval()
+    with torch.no_grad():
+        h, z = enc(torch.from_numpy(x).permute(0, 3, 1, 2))
+    torch.testing.assert_close(H, h)
+    torch.testing.assert_close(Z, z)
+
+
+def test_default_is_config_embedding_and_batches_do_not_matter(enc):
+    imgs = _imgs(9)
+    enc.train()
+    a = embed_images(enc, imgs, CFG, batch_size=2)
+    b = embed_images(enc, imgs, CFG, which="h", batch_size=9)
+    torch.testing.assert_close(a, b)
+    assert enc.training  # mode restored
+    z_cfg = PretrainConfig(**{**CFG.__dict__, "embedding": "z"})
+    assert embed_images(enc, imgs, z_cfg).shape == (9, 6)
+
+
+def test_cache_is_written_and_reused(enc):
+    imgs = _imgs(5)
+    a = embed_images(enc, imgs, CFG, cache_key="demo")
+    path = embedding_cache_path("demo")
+    assert path.exists()
+    with torch.no_grad():
+        for p in enc.parameters():
+            p.add_(1.0)
+    b = embed_images(enc, imgs, CFG, cache_key="demo")  # reused, not recomputed
+    assert torch.equal(a, b)
+    c = embed_images(enc, _imgs(6), CFG, cache_key="demo")  # other count: recomputed
+    assert c.shape == (6, enc.feature_dim)
+    saved = torch.load(path, weights_only=True)
+    assert torch.equal(saved["embeddings"], c)
+
+
+@pytest.mark.parametrize("kw", [{"which": "y"}, {"batch_size": 0}, {"cache_key": "a/b"},
+                                {"cache_key": ""}])
+def test_bad_arguments(enc, kw):
+    with pytest.raises(ValueError):
+        embed_images(enc, _imgs(2), CFG, **kw)
+
+
+def test_bad_images(enc):
+    with pytest.raises(ValueError, match="uint8"):
+        embed_images(enc, _imgs(2).astype(np.float32), CFG)
