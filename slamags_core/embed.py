@@ -92,3 +92,49 @@ def embed_images(encoder: Encoder, images: np.ndarray, cfg: PretrainConfig, *, d
     if path is not None:
         atomic_torch_save({"embeddings": E, "which": which, "n": len(x)}, path)
     return E
+
+
+def linear_probe(E_train: torch.Tensor | np.ndarray, y_train: np.ndarray,
+                 E_test: torch.Tensor | np.ndarray, y_test: np.ndarray, *, C: float = 1.0,
+                 max_iter: int = 2000) -> dict[str, float]:
+    """Linear probe: logistic regression on frozen embeddings, scored on held-out cells.
+
+    A diagnostic the paper lacks (cf. the linear evaluation protocol of SimCLR, Chen et al.
+    2020): how linearly separable are witnesses from other cells in the embedding? Features are
+    z-scored with training statistics; classes are weighted to balance (witnesses are rare).
+
+    Args:
+        E_train: (n, D) training embeddings; y_train: (n,) 0/1 instance labels.
+        E_test: (m, D) test embeddings; y_test: (m,) 0/1 instance labels.
+        C: inverse L2 regularisation strength (> 0).
+        max_iter: solver iterations.
+
+    Returns:
+        ``{"auroc", "balanced_accuracy", "accuracy", "n_train", "n_test", "test_positives"}``.
+
+    Raises:
+        ValueError: for mismatched lengths, C <= 0, or a split without both classes.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    Xtr, Xte = np.asarray(E_train, dtype=np.float64), np.asarray(E_test, dtype=np.float64)
+    ytr, yte = np.asarray(y_train).astype(int), np.asarray(y_test).astype(int)
+    if len(Xtr) != len(ytr) or len(Xte) != len(yte):
+        raise ValueError(f"embeddings and labels differ in length: {len(Xtr)}/{len(ytr)}, "
+                         f"{len(Xte)}/{len(yte)}")
+    if C <= 0:
+        raise ValueError(f"C must be > 0, got {C}")
+    for name, y in (("train", ytr), ("test", yte)):
+        if set(np.unique(y)) != {0, 1}:
+            raise ValueError(f"{name} labels must contain both 0 and 1, got {np.unique(y)}")
+    scaler = StandardScaler().fit(Xtr)
+    clf = LogisticRegression(C=C, max_iter=max_iter, class_weight="balanced")
+    clf.fit(scaler.transform(Xtr), ytr)
+    score = clf.decision_function(scaler.transform(Xte))  # (m,)
+    pred = (score > 0).astype(int)
+    return {"auroc": float(roc_auc_score(yte, score)),
+            "balanced_accuracy": float(balanced_accuracy_score(yte, pred)),
+            "accuracy": float((pred == yte).mean()), "n_train": int(len(ytr)),
+            "n_test": int(len(yte)), "test_positives": int(yte.sum())}

@@ -75,3 +75,20 @@ def test_bad_arguments(enc, kw):
 def test_bad_images(enc):
     with pytest.raises(ValueError, match="uint8"):
         embed_images(enc, _imgs(2).astype(np.float32), CFG)
+
+
+def test_linear_probe_separable_and_random():
+    from slamags_core.embed import linear_probe
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.1).astype(int)
+    y[:2] = [0, 1]
+    X = rng.normal(size=(400, 5))
+    sep = X.copy()
+    sep[:, 0] += 6 * y  # class shift along one axis: linearly separable
+    good = linear_probe(sep[:200], y[:200], sep[200:], y[200:])
+    assert good["auroc"] > 0.99 and good["balanced_accuracy"] > 0.95
+    assert good["n_test"] == 200 and good["test_positives"] == int(y[200:].sum())
+    noise = linear_probe(X[:200], y[:200], X[200:], y[200:])
+    assert 0.3 < noise["auroc"] < 0.7  # no signal
+    with pytest.raises(ValueError, match="both"):
+        linear_probe(X[:10], np.zeros(10), X[10:20], y[10:20])
