@@ -1,0 +1,116 @@
+"""The witness-rate sweep: a smoke run over every method at two witness rates, resume, report."""
+import math
+
+import pytest
+
+from slamags_core import sweep as sweep_mod
+from slamags_core.config import METHODS, MIL_MODELS, get_preset
+from slamags_core.report import markdown_table, summarise
+from slamags_core.sweep import COLUMNS, read_results, run_sweep, write_results
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SLAMAGS_DATA_DIR", str(out / "data"))
+    rows = run_sweep(get_preset("smoke"), out, witness_rates=[0.1, 0.05], seeds=[0],
+                     progress=False)
+    mp.undo()
+    return out, rows
+
+
+def test_smoke_sweep_all_methods_two_witness_rates(smoke_sweep):
+    out, rows = smoke_sweep
+    assert len(rows) == len(METHODS) * len(MIL_MODELS) * 2
+    on_disk = read_results(out / "results.csv")
+    assert {(r["method"], r["mil"], r["witness_rate"]) for r in on_disk} == {
+        (m, mil, wr) for m in METHODS for mil in MIL_MODELS for wr in (0.1, 0.05)}
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert tuple(header) == COLUMNS
+    for r in on_disk:
+        for k in ("bag_f1", "topk_precision", "topk_recall"):
+            assert 0.0 <= r[k] <= 1.0, (k, r)
+        for k in ("bag_auc", "instance_auroc"):
+            assert math.isnan(r[k]) or 0.0 <= r[k] <= 1.0
+    for name in ("results.md", "plots.html", "plots.png", "config.json", "sweep.log"):
+        assert (out / name).stat().st_size > 0, name
+    assert "**" in (out / "results.md").read_text()
+
+
+def test_finished_sweep_is_skipped_on_restart(smoke_sweep, monkeypatch):
+    out, rows = smoke_sweep
+    before = (out / "results.csv").read_text()
+
+    def boom(*a, **k):
+        raise AssertionError("a finished grid cell was recomputed")
+
+    monkeypatch.setattr(sweep_mod, "train_mil", boom)
+    monkeypatch.setattr(sweep_mod, "get_pretrained", boom)
+    again = run_sweep(get_preset("smoke"), out, witness_rates=[0.1, 0.05], seeds=[0],
+                      progress=False)
+    assert len(again) == len(rows)
+    assert (out / "results.csv").read_text() == before
+
+
+def test_interrupted_sweep_resumes_missing_cells(tmp_path, monkeypatch):
+    preset = get_preset("smoke")
+    grid = dict(methods=["random", "simclr"], mil_models=["abmil"], witness_rates=[0.1],
+                seeds=[0], progress=False)
+    calls = {"n": 0}
+    real = sweep_mod.train_mil
+
+    def dies_on_second(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(sweep_mod, "train_mil", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(preset, tmp_path, **grid)
+    first = read_results(tmp_path / "results.csv")
+    assert [r["method"] for r in first] == ["random"]  # whole rows only
+    monkeypatch.setattr(sweep_mod, "train_mil", real)
+    rows = run_sweep(preset, tmp_path, **grid)
+    assert sorted(r["method"] for r in rows) == ["random", "simclr"]
+    assert read_results(tmp_path / "results.csv")[0] == first[0]
+
+
+def test_other_config_in_same_folder_is_refused(tmp_path):
+    run_sweep(get_preset("smoke"), tmp_path, methods=["random"], mil_models=["abmil"],
+              witness_rates=[0.1], seeds=[0], progress=False)
+    with pytest.raises(ValueError, match="another configuration"):
+        run_sweep(get_preset("laptop"), tmp_path, methods=["random"], witness_rates=[0.1],
+                  seeds=[0], progress=False)
+
+
+@pytest.mark.parametrize("kw,match", [(dict(methods=["byol"]), "unknown method 'byol'"),
+                                      (dict(mil_models=["transmil"]), "unknown MIL model"),
+                                      (dict(witness_rates=[1.5]), "witness rate 1.5")])
+def test_bad_grid(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        run_sweep(get_preset("smoke"), tmp_path, progress=False, **kw)
+
+
+def _row(method, wr, seed, f1):
+    return {"method": method, "mil": "abmil", "witness_rate": wr, "seed": seed, "bag_f1": f1,
+            "bag_auc": f1, "topk_precision": 0.1, "topk_recall": 0.5, "instance_auroc": 0.7,
+            "pretrain_s": 1.0, "embed_s": 0.1, "mil_s": 0.2}
+
+
+def test_summary_and_table_by_hand(tmp_path):
+    rows = [_row("simclr", 0.1, 0, 0.6), _row("simclr", 0.1, 1, 0.8),
+            _row("slam_ags", 0.1, 0, 0.9), _row("slam_ags", 0.1, 1, 0.5),
+            _row("simclr", 0.01, 0, 0.4), _row("slam_ags", 0.01, 0, 0.45)]
+    s = summarise(rows, "bag_f1")
+    mean, std, n = s[("abmil", "simclr")][0.1]
+    assert (mean, n) == (pytest.approx(0.7), 2) and std == pytest.approx(0.1414214, rel=1e-6)
+    table = markdown_table(rows, "bag_f1", "abmil").splitlines()
+    assert table[0] == "| method | WR 10% | WR 1% |"
+    assert table[2] == "| simclr | **0.700 ± 0.141** | 0.400 |"
+    assert table[3] == "| slam_ags | **0.700 ± 0.283** | **0.450** |"
+    write_results(rows, tmp_path / "r.csv")
+    back = read_results(tmp_path / "r.csv")
+    assert sorted((r["method"], r["witness_rate"], r["seed"], r["bag_f1"]) for r in back) == \
+        sorted((r["method"], r["witness_rate"], r["seed"], r["bag_f1"]) for r in rows)
