@@ -49,14 +49,14 @@ class PretrainConfig:
     """Encoder pretraining (see :mod:`slamags_core.pretrain`)."""
 
     encoder: str = "small_cnn"      # "tiny_cnn" | "small_cnn" | "resnet18" (paper)
-    width: int = 32                 # base channel width of the small CNNs
+    width: int = 8                  # base channel width of the small CNNs (small_cnn: 8*width-d h)
     crop_size: int = 32             # random-crop side in px (paper: 224 from 250)
     proj_dim: int = 128             # projection head width (paper: 512-512-512)
     embedding: str = "h"            # downstream feature: "h" backbone, "z" projection (paper code)
     epochs: int = 8                 # pretraining epochs (paper: 150)
     batch_size: int = 256           # patches per step, split pos/neg by pool sizes (paper: 256)
     optimizer: str = "sgd"          # "sgd" (paper) | "adamw"
-    lr: float = 0.05                # peak learning rate (paper: 1e-3 over 150 epochs)
+    lr: float = 0.1                 # peak learning rate (paper: 1e-3 over 150 epochs)
     momentum: float = 0.9           # SGD momentum (paper: 0.9)
     weight_decay: float = 1e-4      # weight decay (paper: 1e-4)
     warmup_epochs: int = 1          # linear warm-up epochs before cosine decay (paper: 10)
@@ -115,7 +115,7 @@ def _smoke() -> Preset:
         cells=CellConfig(image_size=32),
         bags=BagConfig(bag_size=40, witness_rate=0.1, n_train=8, n_val=4, n_test=8),
         pretrain=PretrainConfig(encoder="tiny_cnn", width=8, crop_size=28, proj_dim=32,
-                                epochs=2, batch_size=64, warmup_epochs=0),
+                                epochs=2, batch_size=64, lr=0.05, warmup_epochs=0),
         mil=MILConfig(epochs=5, hidden_dim=32, n_prototypes=2, patience=5),
         witness_rates=(0.1, 0.05),
     )
