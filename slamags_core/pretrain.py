@@ -460,6 +460,32 @@ def _log_lines(records: list[dict], kind: str) -> str:
     return "".join(json.dumps({"type": kind, **r}) + "\n" for r in records)
 
 
+def _begin(run: _Run, ckpt: Path | None, resume: bool, data: dict, total: int
+           ) -> tuple[list[dict], list[dict], int]:
+    """Restore ``(history, epochs, start_epoch)`` from the checkpoint, or start afresh."""
+    log = ckpt.with_name(LOG_NAME) if ckpt is not None else None
+    if ckpt is not None and resume and ckpt.exists():
+        saved = load_checkpoint(ckpt, run.device)
+        _check_compatible(saved, run.cfg, run.method, data, ckpt)
+        history, epochs, start = _restore(run, saved)
+        atomic_write_text(_log_lines(history, "step") + _log_lines(epochs, "epoch"), log)
+        return history, epochs, start
+    epochs = [{"epoch": 0, **_monitor(run)}]  # the initialisation
+    if ckpt is not None:
+        atomic_write_text(_log_lines(epochs, "epoch"), log)
+        if total == 0:  # random: keep the initial encoder for the next stages
+            atomic_torch_save(_state(run, 0, [], epochs, data), ckpt)
+    return [], epochs, 0
+
+
+def _save_epoch(run: _Run, ckpt: Path, epoch: int, history: list[dict], epochs: list[dict],
+                data: dict) -> None:
+    """Atomic checkpoint, then append the epoch's step records and summary to the log."""
+    atomic_torch_save(_state(run, epoch, history, epochs, data), ckpt)
+    with open(ckpt.with_name(LOG_NAME), "a") as f:
+        f.write(_log_lines(history[-run.n_steps:], "step") + _log_lines(epochs[-1:], "epoch"))
+
+
 # ----------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------
@@ -474,7 +500,8 @@ def pretrain(method: str, pos_images: np.ndarray, neg_images: np.ndarray, cfg: P
     linear head on ``h``), ``supcon`` (SupCon with slide labels over two views), ``slam_sum`` /
     ``slam_pcgrad`` / ``slam_ags`` (NT-Xent on slide-positive + similarity loss on
     slide-negative patches, combined by ``surgery.combine``), and the diagnostic ``sim_only``
-    (similarity loss alone, which collapses).
+    (similarity loss alone, which collapses). ``weak`` never trains the projection head, so
+    its ``z`` is a random projection of ``h``: use ``embedding="h"`` with it.
 
     Args:
         method: one of :data:`ENGINE_METHODS`.
@@ -504,20 +531,9 @@ def pretrain(method: str, pos_images: np.ndarray, neg_images: np.ndarray, cfg: P
     total = cfg.epochs if run.strategy.loss_fn is not None else 0
     end = total if stop_after is None else min(total, stop_after)
     ckpt = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
-    log = ckpt.with_name(LOG_NAME) if ckpt is not None else None
-    if ckpt is not None and resume and ckpt.exists():
-        saved = load_checkpoint(ckpt, device)
-        _check_compatible(saved, cfg, method, data, ckpt)
-        history, epochs, start = _restore(run, saved)
-        atomic_write_text(_log_lines(history, "step") + _log_lines(epochs, "epoch"), log)
-    else:
-        history, epochs, start = [], [{"epoch": 0, **_monitor(run)}], 0
-        if ckpt is not None:
-            atomic_write_text(_log_lines(epochs, "epoch"), log)
-            if total == 0:
-                atomic_torch_save(_state(run, 0, history, epochs, data), ckpt)
+    history, epochs, start = _begin(run, ckpt, resume, data, total)
     last_good = f"{ckpt} (epoch {start})" if ckpt is not None and ckpt.exists() else "none"
-    bar = tqdm(total=end * run.n_steps, initial=start * run.n_steps, desc=method,
+    bar = tqdm(total=end * run.n_steps, initial=min(start, end) * run.n_steps, desc=method,
                disable=not progress)
     for epoch in range(start, end):
         t0 = time.perf_counter()
@@ -528,10 +544,8 @@ def pretrain(method: str, pos_images: np.ndarray, neg_images: np.ndarray, cfg: P
         history += records
         epochs.append(summary)
         if ckpt is not None:
-            atomic_torch_save(_state(run, epoch + 1, history, epochs, data), ckpt)
+            _save_epoch(run, ckpt, epoch + 1, history, epochs, data)
             last_good = f"{ckpt} (epoch {epoch + 1})"
-            with open(log, "a") as f:
-                f.write(_log_lines(records, "step") + _log_lines([summary], "epoch"))
         warn_if_collapsed(summary, f"epoch {epoch + 1} of {method!r}")
     bar.close()
     run.encoder.eval()
