@@ -298,6 +298,9 @@ def train_mil(
     mean cross-entropy is computed; the state with the lowest validation loss is kept and
     restored at the end, and training stops after ``cfg.patience`` epochs without
     improvement. (The SLAM-AGS code selects on training accuracy, which rewards overfitting.)
+    Initialisation and bag order are seeded with ``cfg.seed`` through
+    :func:`~slamags_core.utils.set_seed` (this reseeds the global RNGs), so the same seed gives
+    the same model on CPU.
 
     Args:
         name: aggregator, one of :data:`AGGREGATORS`.
