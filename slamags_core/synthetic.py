@@ -146,11 +146,26 @@ def _class_index(cell_types: Sequence[str]) -> np.ndarray:
 
 def sample_factors(cell_types: Sequence[str], difficulty: float,
                    rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Draw every latent factor of every cell (``(n,)`` arrays), class gap x ``1 - difficulty``.
+    """Draw every latent factor of every cell without rendering (cheap; used by notebooks).
 
+    A class-defining factor is ``LYT mean + (1 - difficulty) ** gap_power x class offset +
+    sd x N(0, 1)``, clipped to its range (``CLASS_FACTORS``); nuisance factors ignore the class.
     The random draws do not depend on ``difficulty`` or on the classes, so the same generator
     state gives the same nuisance and the same noise at every difficulty.
+
+    Args:
+        cell_types: class name of each cell, from ``CLASS_NAMES``.
+        difficulty: in [0, 1]; 1 makes every class the ``LYT`` distribution.
+        rng: NumPy generator.
+
+    Returns:
+        Factor name -> ``(n,)`` array (float32; ``nucleoli`` and ``n_rbc`` int64).
+
+    Raises:
+        ValueError: difficulty outside [0, 1] or an unknown class name.
     """
+    if not 0.0 <= float(difficulty) <= 1.0:
+        raise ValueError(f"difficulty must be in [0, 1], got {difficulty!r}")
     cls = _class_index(cell_types)
     n = len(cls)
     out: dict[str, np.ndarray] = {}

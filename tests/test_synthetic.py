@@ -156,3 +156,22 @@ def test_bad_inputs_raise(kw, match):
 def test_sample_stain_bad_n():
     with pytest.raises(ValueError, match="n must be"):
         sample_stain(np.random.default_rng(0), -1)
+
+
+@pytest.mark.parametrize("difficulty", [0.0, 0.4, 1.0])
+def test_factor_means_follow_the_gap_formula(difficulty):
+    """Mean of a class factor = LYT mean + (1 - d) ** power x offset (written out by hand)."""
+    n = 4000
+    f = syn.sample_factors(["BLA"] * n, difficulty, np.random.default_rng(0))
+    expected = {"cell_radius": 0.24 + 0.085 * (1 - difficulty) ** 2,
+                "chromatin_coarseness": 0.80 - 0.6 * (1 - difficulty) ** 0.5,
+                "nucleoli_rate": 0.02 + 0.6 * (1 - difficulty) ** 0.5}
+    for key, mu in expected.items():
+        sd = syn.CLASS_FACTORS[key][1]
+        assert abs(f[key].mean() - mu) < 4 * sd / np.sqrt(n) + 0.01, key
+    assert abs(f["nucleoli"].mean() - 3 * expected["nucleoli_rate"]) < 0.06
+
+
+def test_sample_factors_bad_difficulty():
+    with pytest.raises(ValueError, match="difficulty"):
+        syn.sample_factors(["LYT"], 1.2, np.random.default_rng(0))
