@@ -8,7 +8,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from slamags_core import pretrain as P
 from slamags_core.augment import Augmenter
