@@ -26,7 +26,7 @@ class CellConfig:
     """Synthetic single-cell patches (see :mod:`slamags_core.synthetic`)."""
 
     image_size: int = 40            # rendered patch side in px (real data set: 250)
-    difficulty: float = 0.4         # 0 = classes far apart ... 1 = identical (docs/calibration.md)
+    difficulty: float = 0.2         # 0 = classes far apart ... 1 = identical (docs/calibration.md)
     negative_class: str = "LYT"     # class of every cell in a negative bag (lymphocyte)
     witness_class: str = "BLA"      # abnormal class planted in positive bags (blast)
 

@@ -27,7 +27,7 @@ from slamags_core.metrics import bag_metrics, retrieval_metrics
 from slamags_core.mil import predict_bags, train_mil
 from slamags_core.pipeline import bags_of, embed_bagset, get_bags, get_pretrained
 from slamags_core.report import write_report
-from slamags_core.utils import atomic_write_text, get_device, set_seed, to_jsonable
+from slamags_core.utils import atomic_write_text, get_device, to_jsonable
 
 METRICS: tuple[str, ...] = ("bag_f1", "bag_auc", "topk_precision", "topk_recall", "instance_auroc")
 COLUMNS: tuple[str, ...] = ("method", "mil", "witness_rate", "seed", *METRICS,
@@ -92,11 +92,12 @@ def _check_config(out_dir: Path, preset: Preset) -> None:
         atomic_write_text(json.dumps({"preset": mine}, indent=2), path)
 
 
-def _evaluate(model, bagset, H) -> dict:
+def _evaluate(model, bagset, H, topk_fraction: float) -> dict:
     test_H, y = bags_of(bagset, H, "test")
     prob, attention = predict_bags(model, test_H)
     inst = [bagset.instance_labels[bagset.bag_cells(i)] for i in bagset.split_bags("test")]
-    return {**bag_metrics(np.array(y), prob), **retrieval_metrics(attention, inst, np.array(y))}
+    return {**bag_metrics(np.array(y), prob),
+            **retrieval_metrics(attention, inst, np.array(y), topk_fraction=topk_fraction)}
 
 
 def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | None = None,
@@ -153,12 +154,12 @@ def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | N
         train, val = bags_of(bagset, H, "train"), bags_of(bagset, H, "val")
         for mil in todo:
             t3 = time.perf_counter()
-            set_seed(seed)
             model, _ = train_mil(mil, list(zip(*train)), list(zip(*val)),
                                  dataclasses.replace(preset.mil, seed=seed), device=dev,
                                  progress=False)
+            scores = _evaluate(model, bagset, H, preset.mil.topk_fraction)
             row = {"method": method, "mil": mil, "witness_rate": wr, "seed": seed,
-                   **{k: float(v) for k, v in _evaluate(model, bagset, H).items() if k in METRICS},
+                   **{k: float(v) for k, v in scores.items() if k in METRICS},
                    "pretrain_s": t1 - t0, "embed_s": t2 - t1, "mil_s": time.perf_counter() - t3}
             rows.append(row)
             done.add(_key(row))
