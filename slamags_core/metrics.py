@@ -162,34 +162,3 @@ def retrieval_metrics(
         "topk_recall": float(np.mean(recall)),
         "instance_auroc": float(np.mean(auroc)) if auroc else math.nan,
     }
-
-
-def linear_probe_auroc(X_train, y_train, X_test, y_test, *, C: float = 1.0, seed: int = 0) -> float:
-    """Instance-level ROC AUC of a logistic-regression probe trained WITH instance labels.
-
-    MIL never sees instance labels; this probe does, so it is a reference for how well the
-    embedding separates witnesses from ordinary cells at all (a linear-evaluation ceiling for
-    attention-based retrieval). Features are z-scored with training statistics.
-
-    Args:
-        X_train, X_test: ``(n, D)`` cell embeddings.
-        y_train, y_test: ``(n,)`` instance labels in {0, 1}, both classes present in each.
-        C: inverse L2 regularisation strength of :class:`sklearn.linear_model.LogisticRegression`.
-        seed: random state of the solver.
-
-    Raises:
-        ValueError: shape mismatch, labels outside {0, 1} or a single class in either split.
-    """
-    from sklearn.linear_model import LogisticRegression
-
-    Xtr, Xte = np.asarray(X_train, dtype=np.float64), np.asarray(X_test, dtype=np.float64)
-    ytr, yte = _binary(y_train, "y_train"), _binary(y_test, "y_test")
-    if Xtr.ndim != 2 or Xte.ndim != 2 or Xtr.shape[1] != Xte.shape[1]:
-        raise ValueError(f"X_train {Xtr.shape} and X_test {Xte.shape} must be 2-D with equal width")
-    if len(Xtr) != len(ytr) or len(Xte) != len(yte):
-        raise ValueError("X and y must have the same number of rows")
-    if len(np.unique(ytr)) < 2 or len(np.unique(yte)) < 2:
-        raise ValueError("both instance classes (0 and 1) must occur in y_train and in y_test")
-    mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-8
-    clf = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit((Xtr - mu) / sd, ytr)
-    return float(roc_auc_score(yte, clf.decision_function((Xte - mu) / sd)))
