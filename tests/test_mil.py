@@ -208,3 +208,18 @@ def test_other_errors():
         predict_bags(m, [])
     with pytest.raises(ValueError):
         m(torch.randn(5, 3))  # wrong embedding size for this model
+
+
+def test_non_finite_loss_during_training_is_reported(monkeypatch):
+    import slamags_core.mil as mil_mod
+
+    real = mil_mod._bag_loss
+
+    def diverges(model, H, y, w):
+        loss, out = real(model, H, y, w)
+        return loss * float("nan"), out
+
+    monkeypatch.setattr(mil_mod, "_bag_loss", diverges)
+    bags = [(torch.randn(5, 4), 1), (torch.randn(5, 4), 0)]
+    with pytest.raises(FloatingPointError, match="non-finite MIL loss nan at epoch 0, training bag"):
+        train_mil("abmil", bags, [(torch.randn(5, 4), 0)], MILConfig(epochs=1), progress=False)
