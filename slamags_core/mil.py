@@ -350,7 +350,7 @@ def _fit(model, opt, train, val, cfg: MILConfig, gen: torch.Generator, progress:
         for i in torch.randperm(len(Htr), generator=gen).tolist():
             loss, _ = _bag_loss(model, Htr[i], ytr[i], cfg.cluster_weight)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite MIL loss {float(loss)} at epoch {epoch}, "
+                raise FloatingPointError(f"non-finite MIL loss {float(loss.detach())} at epoch {epoch}, "
                                          f"training bag {i}; check the embeddings for NaN/inf")
             opt.zero_grad(set_to_none=True)
             loss.backward()
