@@ -138,13 +138,16 @@ def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | N
         f"witness_rates={witness_rates} seeds={seeds} ({len(done)} rows already done)")
     grid = [(wr, s, m) for wr in witness_rates for s in seeds for m in methods]
     bar = tqdm(total=len(grid) * len(mil_models), desc="sweep", disable=not progress)
+    loaded: tuple = (None, None)  # ((witness_rate, seed), BagSet) of the current grid cell
     for wr, seed, method in grid:
         todo = [m for m in mil_models if (method, m, wr, seed) not in done]
         bar.update(len(mil_models) - len(todo))
         if not todo:
             continue
         bar.set_postfix_str(f"WR={wr:g} seed={seed} {method}")
-        bagset = get_bags(preset, wr, seed)
+        if loaded[0] != (wr, seed):  # consecutive methods share one bag set: load it once
+            loaded = ((wr, seed), get_bags(preset, wr, seed))
+        bagset = loaded[1]
         t0 = time.perf_counter()
         result = get_pretrained(preset, bagset, method, seed, device=dev,
                                 root=out_dir / "checkpoints", progress=progress)
