@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from slamags_core import pretrain as P  # noqa: E402
 from slamags_core.config import get_preset  # noqa: E402
+from slamags_core.encoders import uses_amp  # noqa: E402
 
 # (label, method, surgery_stats): slam_sum once with the cheap single backward, once with the
 # per-task gradients it needs to log conflict statistics.
@@ -84,7 +85,7 @@ def bench_preset(name: str, device: torch.device, rounds: int, warmup: int) -> d
     batch = 2 * n_pool // P.steps_per_epoch(n_pool, n_pool, cfg.batch_size)  # patches per step
     res = {"encoder": cfg.encoder, "width": cfg.width, "crop_size": cfg.crop_size,
            "image_size": preset.cells.image_size, "batch_size": batch,
-           "amp_bf16": device.type == "cuda" and cfg.amp, "methods": {}}
+           "amp_bf16": uses_amp(cfg, device), "methods": {}}
     for k, s in step_s.items():
         res["methods"][k] = {"step_s": round(s, 5), "patches_per_s": round(batch / s, 1),
                              "views_per_s": round(2 * batch / s, 1)}

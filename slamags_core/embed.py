@@ -7,7 +7,6 @@ the project's default (``PretrainConfig.embedding``).
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import torch
 
 from slamags_core.augment import MEAN, STD, as_uint8_batch, center_crop, normalize, to_float
 from slamags_core.config import PretrainConfig
-from slamags_core.encoders import Encoder
+from slamags_core.encoders import Encoder, autocast, uses_amp
 from slamags_core.utils import atomic_torch_save, cache_dir
 
 EMBEDDINGS = ("h", "z")
@@ -37,13 +36,12 @@ def _embed(encoder: Encoder, images: torch.Tensor, cfg: PretrainConfig, device: 
            batch_size: int, which: str) -> torch.Tensor:
     was_training = encoder.training
     encoder.eval()
-    amp = cfg.amp and device.type == "cuda"
+    amp = uses_amp(cfg, device)
     out = []
     try:
         for chunk in torch.split(images, batch_size):
             x = normalize(to_float(center_crop(chunk.to(device), cfg.crop_size)), MEAN, STD)
-            ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-            with ctx:
+            with autocast(amp):
                 h, z = encoder(x)
             out.append((h if which == "h" else z).float().cpu())
     finally:

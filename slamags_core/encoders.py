@@ -7,6 +7,8 @@ For CPU presets two small CNNs for 28-40 px patches are provided.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torchvision
 from torch import nn
@@ -102,3 +104,13 @@ def build_encoder(cfg: PretrainConfig) -> Encoder:
     else:
         backbone, dim = _tiny_cnn(cfg.width)
     return Encoder(backbone, dim, cfg.proj_dim)
+
+
+def uses_amp(cfg: PretrainConfig, device: torch.device) -> bool:
+    """The project's AMP policy: bfloat16 autocast when ``cfg.amp`` and the device is CUDA."""
+    return bool(cfg.amp) and torch.device(device).type == "cuda"
+
+
+def autocast(enabled: bool):
+    """bfloat16 CUDA autocast when ``enabled`` (see :func:`uses_amp`), else a no-op context."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()

@@ -21,7 +21,6 @@ continues exactly and, on the CPU, the same seed gives the same weights bit for 
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -40,7 +39,7 @@ from tqdm.auto import tqdm
 from slamags_core import surgery
 from slamags_core.augment import Augmenter, as_uint8_batch
 from slamags_core.config import METHODS, PretrainConfig
-from slamags_core.encoders import Encoder, build_encoder
+from slamags_core.encoders import Encoder, autocast, build_encoder, uses_amp
 from slamags_core.losses import nt_xent, similarity_loss, supcon
 from slamags_core.monitor import collapse_report, warn_if_collapsed
 from slamags_core.utils import atomic_torch_save, atomic_write_text, get_device
@@ -277,13 +276,7 @@ def _setup(method: str, cfg: PretrainConfig, device: torch.device, pos: torch.Te
         pos, neg = pos.to(device), neg.to(device)
     return _Run(method, strategy, cfg, device, encoder, fwd, head, params, opt, sched,
                 Augmenter.from_config(cfg, device), pos, neg, _held_sample(pos, neg, cfg),
-                n_steps, cfg.amp and device.type == "cuda", channels_last)
-
-
-def _autocast(run: _Run):
-    if run.amp:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+                n_steps, uses_amp(cfg, device), channels_last)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -342,7 +335,7 @@ def _step(run: _Run, pos_idx: torch.Tensor, neg_idx: torch.Tensor, gen: torch.Ge
           where: str) -> dict:
     """Views -> forward per group -> task losses -> (surgery) -> optimiser step; one log record."""
     groups, y = _views(run, pos_idx, neg_idx)
-    with _autocast(run):
+    with autocast(run.amp):
         out = {g: run.fwd(x) for g, x in groups.items()}  # g -> (h, z)
     losses = run.strategy.loss_fn(out, y, run.cfg, run.head)
     rec = {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
@@ -366,7 +359,7 @@ def _monitor(run: _Run) -> dict:
         x = run.aug.center_view(chunk)
         if run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(run):
+        with autocast(run.amp):
             h, z = run.encoder(x)
         H.append(h.float().cpu())
         Z.append(z.float().cpu())
