@@ -50,12 +50,18 @@ class CellSource(Protocol):
         """JSON description that identifies the source's content (part of the cache key)."""
 
 
+def _require_int(value, what: str, minimum: int) -> None:
+    """ValueError unless ``value`` is an integer (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer)) \
+            or int(value) != value or value < minimum:
+        raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
+
+
 def _check_counts(counts: Mapping[str, int], class_names: tuple[str, ...]) -> None:
     for name, n in counts.items():
         if name not in class_names:
             raise ValueError(f"unknown cell class {name!r}; allowed: {list(class_names)}")
-        if int(n) != n or n < 0:
-            raise ValueError(f"cell count for {name!r} must be a non-negative integer, got {n!r}")
+        _require_int(n, f"cell count for {name!r}", 0)
 
 
 class SyntheticSource:
@@ -151,8 +157,7 @@ def n_witnesses(bag_size: int, witness_rate: float) -> int:
         ValueError: if ``witness_rate`` is outside (0, 1], ``bag_size < 1``, or the count rounds
             to zero (the bag is too small to hold a single witness at this rate).
     """
-    if isinstance(bag_size, bool) or int(bag_size) != bag_size or bag_size < 1:
-        raise ValueError(f"bag_size must be an integer >= 1, got {bag_size!r}")
+    _require_int(bag_size, "bag_size", 1)
     if not (isinstance(witness_rate, (int, float)) and 0 < witness_rate <= 1):
         raise ValueError(f"witness_rate must be in (0, 1], got {witness_rate!r}")
     k = math.floor(witness_rate * bag_size + 0.5)
@@ -166,9 +171,7 @@ def n_witnesses(bag_size: int, witness_rate: float) -> int:
 
 def _check_bag_config(cfg: BagConfig) -> None:
     for name in ("n_train", "n_val", "n_test"):
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or int(v) != v or v < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+        _require_int(getattr(cfg, name), name, 0)
     if cfg.n_train + cfg.n_val + cfg.n_test == 0:
         raise ValueError("n_train + n_val + n_test is 0: at least one bag is needed")
     if not 0 <= cfg.positive_fraction <= 1:
