@@ -3,6 +3,7 @@
 
     python3 dev.py run     # set up .venv, then run the paper's witness-rate sweep (laptop preset)
     python3 dev.py test    # set up .venv, then pytest on tests/ + nbval over notebooks/ (smoke)
+    python3 dev.py sync    # regenerate every notebooks/*.ipynb from its notebooks/py/*.py pair
 
 Needs only Python 3.10+ with pip and venv. Extra arguments after ``run``/``test`` are passed to
 the sweep CLI / to pytest. ``python3 dev.py setup`` only builds the environment.
@@ -59,15 +60,27 @@ def test(args: list[str]) -> None:
        env=env)
 
 
+def sync(args: list[str]) -> None:
+    """Regenerate each notebook from its py:percent pair (the text file is the one to edit).
+
+    Outputs are not kept (notebooks are stored stripped); cell ids and metadata come from the
+    text file, so the .ipynb is a pure function of notebooks/py/*.py.
+    """
+    pairs = sorted((ROOT / "notebooks").glob("**/py/*.py"))
+    if args:
+        pairs = [p for p in pairs if p.stem in args]
+    for py in pairs:
+        ipynb = py.parent.parent / f"{py.stem}.ipynb"
+        sh(VENV / "bin" / "jupytext", "--quiet", "--update", "--to", "ipynb", "--output", ipynb, py)
+
+
 def main() -> None:
     cmd, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
-    if cmd not in ("setup", "run", "test"):
+    commands = {"setup": lambda a: None, "run": run, "test": test, "sync": sync}
+    if cmd not in commands:
         sys.exit(__doc__)
     setup()
-    if cmd == "run":
-        run(args)
-    elif cmd == "test":
-        test(args)
+    commands[cmd](args)
 
 
 if __name__ == "__main__":

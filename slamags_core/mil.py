@@ -232,7 +232,8 @@ def check_bags(bags: Sequence[Tensor], what: str = "bags") -> int:
     dim = None
     for i, H in enumerate(bags):
         if not isinstance(H, Tensor) or H.dim() != 2:
-            raise ValueError(f"{what}: bag {i} must be a 2-D tensor (N, D), got {getattr(H, 'shape', type(H))}")
+            got = getattr(H, "shape", type(H))
+            raise ValueError(f"{what}: bag {i} must be a 2-D tensor (N, D), got {got}")
         if H.shape[0] == 0:
             raise ValueError(f"{what}: bag {i} is empty (0 instances); every bag needs >= 1")
         if dim is None:
@@ -319,11 +320,13 @@ def train_mil(
             or invalid epochs / patience / lr.
     """
     if cfg.epochs < 1 or cfg.patience < 1 or cfg.lr <= 0:
-        raise ValueError(f"need epochs >= 1, patience >= 1, lr > 0; got {cfg.epochs}, {cfg.patience}, {cfg.lr}")
+        raise ValueError(f"need epochs >= 1, patience >= 1, lr > 0; "
+                         f"got {cfg.epochs}, {cfg.patience}, {cfg.lr}")
     Htr, ytr = _split_labelled(train_bags, "train_bags")
     Hva, yva = _split_labelled(val_bags, "val_bags")
     if Htr[0].shape[1] != Hva[0].shape[1]:
-        raise ValueError(f"val_bags have embedding size {Hva[0].shape[1]} but train_bags have {Htr[0].shape[1]}")
+        raise ValueError(f"val_bags have embedding size {Hva[0].shape[1]} "
+                         f"but train_bags have {Htr[0].shape[1]}")
     device = torch.device(device) if device is not None else torch.device("cpu")
     gen = set_seed(cfg.seed)
     model = build_mil(name, Htr[0].shape[1], cfg)

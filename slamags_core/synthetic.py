@@ -323,7 +323,8 @@ def _render_chunk(f: dict[str, np.ndarray], stain: np.ndarray, size: int,
     nuc, c_nuc, un, vn = _nucleus(f, g, edge, size, xs, rng)
     spots = _nucleoli(f, un, vn, edge, rng) * nuc
     c_nuc *= 1 - 0.7 * spots
-    c_cyt = cell * (1 - nuc) * f["cytoplasm_blueness"][:, None, None] * (0.6 + 0.45 * np.minimum(rho, 1) + 0.1 * rim)
+    c_cyt = (cell * (1 - nuc) * f["cytoplasm_blueness"][:, None, None]
+             * (0.6 + 0.45 * np.minimum(rho, 1) + 0.1 * rim))
     c_cyt += 0.3 * spots
     mottle = _smooth_field(rng, np.zeros_like(r), np.zeros_like(r), np.full_like(r, 0.3), 5, xs)
     plasma = _BACKGROUND_EOSIN * (1 + f["background_tint"])[:, None, None] + 0.03 * mottle

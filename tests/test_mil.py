@@ -95,7 +95,8 @@ def test_prototype_model_matches_written_formulas():
         P = m.prototypes.double()  # (C, M, L)
         A = torch.stack([torch.softmax(torch.stack([g @ P[c, j] for j in range(P.shape[1])]).max(0).values, 0)
                          for c in range(2)])  # (C, N)
-        logits = torch.stack([m.head_g[c] * (m.head_v[c] @ (A[c] @ h).float()) / m.head_v[c].norm() + m.head_b[c]
+        logits = torch.stack([m.head_g[c] * (m.head_v[c] @ (A[c] @ h).float()) / m.head_v[c].norm()
+                              + m.head_b[c]
                               for c in range(2)])
         cos = lambda a, b: (a @ b) / (a.norm() * b.norm())  # noqa: E731
         dist1 = torch.stack([1 - max(cos(g[n], P[1, j]) for j in range(P.shape[1])) for n in range(13)])

@@ -20,8 +20,8 @@ def test_environment_yml_matches_pyproject():
     for extra in project["optional-dependencies"].values():
         wanted |= {_name(r) for r in extra}
     lines = (ROOT / "environment.yml").read_text().splitlines()
-    start = next(i for i, l in enumerate(lines) if l.strip() == "- pip:")
-    pip_reqs = [l.strip()[2:] for l in lines[start + 1:] if l.strip().startswith("- ")]
+    start = next(i for i, line in enumerate(lines) if line.strip() == "- pip:")
+    pip_reqs = [ln.strip()[2:] for ln in lines[start + 1:] if ln.strip().startswith("- ")]
     conda = {_name(r) for r in pip_reqs if not r.startswith("-e")}
     assert conda == wanted
     assert any(r.startswith("-e .") for r in pip_reqs), "environment.yml must install the package"
