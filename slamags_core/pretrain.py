@@ -5,7 +5,8 @@ SLAM-AGS (Acerbis et al., ISBI 2026) trains an encoder with two tasks per step: 
 similarity (alignment) loss over two views of patches from slide-NEGATIVE bags; the two task
 gradients are combined by plain sum, PCGrad (Yu et al., NeurIPS 2020) or AGS (PCGrad + rescale to
 the norm of the plain sum). The baselines share the same loop and the same batches; a strategy
-is one row of :data:`STRATEGIES` (which forwards to run, which task losses, how to combine).
+is one row of :data:`slamags_core.strategies.STRATEGIES` (which forwards to run, which task
+losses, how to combine); checkpoint files are read and checked by :mod:`slamags_core.checkpoint`.
 
 Batching: every patch once per epoch; per pool a seeded permutation split into the same number
 of steps, so each step holds positive and negative patches in proportion to the pool sizes.
@@ -22,7 +23,6 @@ continues exactly and, on the CPU, the same seed gives the same weights bit for 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -32,85 +32,24 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from slamags_core import surgery
 from slamags_core.augment import Augmenter, as_uint8_batch
-from slamags_core.config import METHODS, PretrainConfig
+from slamags_core.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, LOG_NAME,
+                                     check_compatible, data_fingerprint, load_checkpoint)
+from slamags_core.config import PretrainConfig
 from slamags_core.encoders import Encoder, autocast, build_encoder, uses_amp
-from slamags_core.losses import nt_xent, similarity_loss, supcon
 from slamags_core.monitor import collapse_report, warn_if_collapsed
+from slamags_core.strategies import ENGINE_METHODS, STRATEGIES, Strategy
 from slamags_core.utils import atomic_torch_save, atomic_write_text, get_device
 
-DIAGNOSTIC_METHODS: tuple[str, ...] = ("sim_only",)  # similarity loss alone: shows collapse
-ENGINE_METHODS: tuple[str, ...] = METHODS + DIAGNOSTIC_METHODS
-CHECKPOINT_NAME = "checkpoint.pt"
-LOG_NAME = "log.jsonl"
-RUNTIME_FIELDS: tuple[str, ...] = ("device", "compile")  # may differ on resume / load
 POOLS_ON_DEVICE_MAX_BYTES = 4 * 2**30  # pools up to this size are copied to the accelerator once
-CHECKPOINT_FORMAT = 1
 
 
 class NonFiniteLossError(RuntimeError):
     """A task loss became NaN or infinite; the message names the step and the strategy."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Strategies: one row per method. A loss function maps the forward outputs of the step's groups
-# to named task losses. ``out[g] = (h, z)`` holds both views of group g stacked: rows [:n] are
-# view 1, rows [n:] view 2. ``y`` are the slide labels of the "all" group (1 = positive bag).
-# ----------------------------------------------------------------------------------------------
-
-def _halves(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    n = t.shape[0] // 2
-    return t[:n], t[n:]
-
-
-def _loss_simclr(out, y, cfg, head):
-    return {"con": nt_xent(*_halves(out["all"][1]), cfg.temperature)}
-
-
-def _loss_weak(out, y, cfg, head):
-    logits = head(out["all"][0].float())  # (2B, 2)
-    return {"cls": F.cross_entropy(logits, torch.cat([y, y]))}
-
-
-def _loss_supcon(out, y, cfg, head):
-    return {"supcon": supcon(out["all"][1], torch.cat([y, y]), cfg.temperature)}
-
-
-def _loss_slam(out, y, cfg, head):
-    return {"con": nt_xent(*_halves(out["pos"][1]), cfg.temperature),
-            "sim": similarity_loss(*_halves(out["neg"][1]), cfg.temperature)}
-
-
-def _loss_sim_only(out, y, cfg, head):
-    return {"sim": similarity_loss(*_halves(out["neg"][1]), cfg.temperature)}
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """How one pretraining method uses the shared loop."""
-
-    groups: tuple[str, ...]     # forwards per step: "all" (pos+neg together), "pos", "neg"
-    loss_fn: Callable | None    # (out, y, cfg, head) -> {task: scalar loss}; None = no training
-    surgery: str | None = None  # surgery.combine method for the SLAM task pair
-    center_neg: bool = False    # the first view of a negative patch is a centre crop (SLAM)
-    head: bool = False          # train a linear slide-label head on h (weak)
-
-
-STRATEGIES: dict[str, Strategy] = {
-    "random": Strategy((), None),
-    "simclr": Strategy(("all",), _loss_simclr),
-    "weak": Strategy(("all",), _loss_weak, head=True),
-    "supcon": Strategy(("all",), _loss_supcon),
-    "slam_sum": Strategy(("pos", "neg"), _loss_slam, "sum", center_neg=True),
-    "slam_pcgrad": Strategy(("pos", "neg"), _loss_slam, "pcgrad", center_neg=True),
-    "slam_ags": Strategy(("pos", "neg"), _loss_slam, "ags", center_neg=True),
-    "sim_only": Strategy(("neg",), _loss_sim_only, center_neg=True),
-}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,16 +170,6 @@ class _Run:
     n_steps: int
     amp: bool
     channels_last: bool
-
-
-def data_fingerprint(pos: torch.Tensor, neg: torch.Tensor) -> dict:
-    """Pool sizes, image shape and a digest of a strided subsample (checkpoint compatibility)."""
-    h = hashlib.sha256()
-    for x in (pos, neg):
-        h.update(str(tuple(x.shape)).encode())
-        h.update(x[:: max(1, len(x) // 64)].cpu().contiguous().numpy().tobytes())
-    return {"n_pos": int(len(pos)), "n_neg": int(len(neg)), "image_shape": list(pos.shape[1:]),
-            "digest": h.hexdigest()[:16]}
 
 
 def _held_sample(pos: torch.Tensor, neg: torch.Tensor, cfg: PretrainConfig) -> torch.Tensor:
@@ -412,34 +341,6 @@ def _state(run: _Run, epoch: int, history: list[dict], epochs: list[dict], data:
             "history": history, "epochs": epochs, "torch_version": str(torch.__version__)}
 
 
-def load_checkpoint(path: str | Path, device=None) -> dict:
-    """Load a pretraining checkpoint safely (``weights_only=True``); ``path`` may be its folder."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    return torch.load(path, map_location=device or "cpu", weights_only=True)
-
-
-def _config_diff(saved: dict, cfg: PretrainConfig) -> list[str]:
-    cur = dataclasses.asdict(cfg)
-    keys = sorted((set(saved) | set(cur)) - set(RUNTIME_FIELDS))
-    return [f"{k}: checkpoint {saved.get(k)!r} != requested {cur.get(k)!r}"
-            for k in keys if saved.get(k) != cur.get(k)]
-
-
-def _check_compatible(ckpt: dict, cfg: PretrainConfig, method: str | None, data: dict | None,
-                      path: Path) -> None:
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: unknown checkpoint format {ckpt.get('format')!r}")
-    if method is not None and ckpt["method"] != method:
-        raise ValueError(f"{path} holds method {ckpt['method']!r}, not {method!r}")
-    diff = _config_diff(ckpt["config"], cfg)
-    if diff:
-        raise ValueError(f"{path} was written with another config: " + "; ".join(diff))
-    if data is not None and ckpt["data"] != data:
-        raise ValueError(f"{path} was trained on other pools: {ckpt['data']} != {data}")
-
-
 def _restore(run: _Run, ckpt: dict) -> tuple[list[dict], list[dict], int]:
     run.encoder.load_state_dict(ckpt["model"])
     if run.head is not None:
@@ -459,7 +360,7 @@ def _begin(run: _Run, ckpt: Path | None, resume: bool, data: dict, total: int
     log = ckpt.with_name(LOG_NAME) if ckpt is not None else None
     if ckpt is not None and resume and ckpt.exists():
         saved = load_checkpoint(ckpt, run.device)
-        _check_compatible(saved, run.cfg, run.method, data, ckpt)
+        check_compatible(saved, run.cfg, run.method, data, ckpt)
         history, epochs, start = _restore(run, saved)
         atomic_write_text(_log_lines(history, "step") + _log_lines(epochs, "epoch"), log)
         return history, epochs, start
@@ -543,24 +444,3 @@ def pretrain(method: str, pos_images: np.ndarray, neg_images: np.ndarray, cfg: P
     bar.close()
     run.encoder.eval()
     return PretrainResult(run.encoder, method, history, epochs, ckpt, run.head)
-
-
-def load_encoder(path: str | Path, cfg: PretrainConfig | None = None, device=None) -> Encoder:
-    """Rebuild the encoder of a checkpoint (file or its folder), in eval mode.
-
-    Args:
-        path: ``checkpoint.pt`` or the ``out_dir`` holding it.
-        cfg: if given, must equal the checkpoint's config (except ``device``/``compile``).
-        device: where to put the encoder (default CPU).
-
-    Raises:
-        ValueError: when ``cfg`` differs from the checkpoint's config.
-    """
-    ckpt = load_checkpoint(path, "cpu")
-    saved = PretrainConfig(**{k: v for k, v in ckpt["config"].items()
-                              if k in {f.name for f in dataclasses.fields(PretrainConfig)}})
-    if cfg is not None:
-        _check_compatible(ckpt, cfg, None, None, Path(path))
-    encoder = build_encoder(saved)
-    encoder.load_state_dict(ckpt["model"])
-    return encoder.to(device or "cpu").eval()

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from slamags_core import checkpoint as C
 from slamags_core import pretrain as P
+from slamags_core import strategies as S
 from slamags_core.augment import Augmenter
 from slamags_core.config import METHODS, PretrainConfig
 from slamags_core.encoders import build_encoder
@@ -83,7 +85,7 @@ def _changed(before, module):
             if v.dtype.is_floating_point and not torch.equal(before[k], v)}
 
 
-@pytest.mark.parametrize("method", P.ENGINE_METHODS)
+@pytest.mark.parametrize("method", S.ENGINE_METHODS)
 def test_each_strategy_changes_what_it_should(method):
     before = init_state(CFG)
     res = run(method)
@@ -114,7 +116,7 @@ def test_each_strategy_changes_what_it_should(method):
 
 
 def test_all_config_methods_are_in_the_engine():
-    assert set(METHODS) <= set(P.ENGINE_METHODS)
+    assert set(METHODS) <= set(S.ENGINE_METHODS)
 
 
 # ------------------------------------------------------------------ AGS == manual computation
@@ -210,17 +212,17 @@ def test_checkpoint_contents_and_log(tmp_path):
     assert ck["method"] == "slam_pcgrad" and ck["epoch"] == CFG.epochs
     assert ck["config"] == dataclasses.asdict(CFG)
     assert {"model", "optimizer", "scheduler", "history", "epochs", "data"} <= set(ck)
-    lines = [json.loads(x) for x in (tmp_path / P.LOG_NAME).read_text().splitlines()]
+    lines = [json.loads(x) for x in (tmp_path / C.LOG_NAME).read_text().splitlines()]
     assert sum(x["type"] == "step" for x in lines) == len(res.history)
     assert sum(x["type"] == "epoch" for x in lines) == len(res.epochs)
-    enc = P.load_encoder(tmp_path, CFG)
+    enc = C.load_encoder(tmp_path, CFG)
     assert _same_weights(enc, res.encoder) and not enc.training
 
 
 def test_random_saves_its_initial_encoder(tmp_path):
     res = run("random", out_dir=tmp_path)
     assert res.checkpoint.exists()
-    assert _same_weights(P.load_encoder(res.checkpoint), res.encoder)
+    assert _same_weights(C.load_encoder(res.checkpoint), res.encoder)
 
 
 def test_mismatched_checkpoint_is_refused(tmp_path):
@@ -232,25 +234,25 @@ def test_mismatched_checkpoint_is_refused(tmp_path):
     with pytest.raises(ValueError, match="pools"):
         run("slam_ags", data=pools(seed=9), out_dir=tmp_path)
     with pytest.raises(ValueError, match="width"):
-        P.load_encoder(tmp_path, dataclasses.replace(CFG, width=8))
+        C.load_encoder(tmp_path, dataclasses.replace(CFG, width=8))
     fresh = run("slam_ags", dataclasses.replace(CFG, lr=0.1), out_dir=tmp_path, resume=False)
     assert len(fresh.history) == 6
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = P.similarity_loss
+    real = S.similarity_loss
 
     def flaky(z1, z2, temperature):
         calls["n"] += 1
         out = real(z1, z2, temperature)
         return out * float("nan") if calls["n"] == 5 else out  # epoch 2, step 4
 
-    monkeypatch.setattr(P, "similarity_loss", flaky)
+    monkeypatch.setattr(S, "similarity_loss", flaky)
     with pytest.raises(P.NonFiniteLossError, match=r"step 4.*slam_ags") as err:
         run("slam_ags", out_dir=tmp_path)
     assert "epoch 1" in str(err.value)
-    ck = P.load_checkpoint(tmp_path)
+    ck = C.load_checkpoint(tmp_path)
     assert ck["epoch"] == 1 and len(ck["history"]) == 3
 
 

@@ -61,6 +61,8 @@ from torch.testing import assert_close
 
 from slamags_core import get_device, get_preset, set_seed
 from slamags_core import pretrain as P
+from slamags_core.checkpoint import load_encoder
+from slamags_core.strategies import STRATEGIES
 from slamags_core import surgery
 from slamags_core.augment import MEAN, STD, Augmenter
 from slamags_core.config import METHODS
@@ -144,7 +146,7 @@ display(widgets.VBox([seed_slider, redraw]))
 # %% [markdown]
 # ## 3 · One loop, one table of strategies
 #
-# Each strategy is a row of `pretrain.STRATEGIES`: which forwards a step runs, which task losses it
+# Each strategy is a row of `strategies.STRATEGIES`: which forwards a step runs, which task losses it
 # computes, and how their gradients are combined. `simclr`, `weak` and `supcon` forward the whole
 # step at once (`all`); SLAM forwards the positive and the negative patches separately (`pos`,
 # `neg`, both views of a pool in one forward). `sim_only` — the similarity loss alone — is a
@@ -155,7 +157,7 @@ table = pd.DataFrame([
     {"method": m, "forwards": " + ".join(s.groups) or "-", "losses": s.loss_fn.__name__[6:]
      if s.loss_fn else "- (no training)", "combine": s.surgery or "-",
      "negative view 1": "centre crop" if s.center_neg else "random", "extra head": s.head}
-    for m, s in P.STRATEGIES.items()])
+    for m, s in STRATEGIES.items()])
 table
 
 # %% [markdown]
@@ -386,7 +388,7 @@ cmp
 ckpt = results["slam_ags"].checkpoint
 print("checkpoint:", ckpt.relative_to(cache_dir()))
 print("files:", sorted(p.name for p in ckpt.parent.iterdir()))
-loaded = P.load_encoder(ckpt, dataclasses.replace(cfg, seed=cfg.seed))
+loaded = load_encoder(ckpt, dataclasses.replace(cfg, seed=cfg.seed))
 assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
                                              results["slam_ags"].encoder.state_dict().values()))
 

@@ -1,0 +1,76 @@
+"""What each pretraining method optimises: one row per method in :data:`STRATEGIES`.
+
+This is the heart of the paper in one table. SLAM-AGS (Acerbis et al., ISBI 2026) trains an
+encoder with two tasks per step: NT-Xent (Chen et al., SimCLR, ICML 2020) over two views of
+patches from slide-POSITIVE bags, and the similarity (alignment) loss over two views of patches
+from slide-NEGATIVE bags, the task gradients combined by plain sum, PCGrad (Yu et al., NeurIPS
+2020) or AGS (PCGrad + rescale to the norm of the plain sum). The baselines are rows of the same
+table and run in the same loop (:mod:`slamags_core.pretrain`) on the same batches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from slamags_core.config import METHODS
+from slamags_core.losses import nt_xent, similarity_loss, supcon
+
+DIAGNOSTIC_METHODS: tuple[str, ...] = ("sim_only",)  # similarity loss alone: shows collapse
+ENGINE_METHODS: tuple[str, ...] = METHODS + DIAGNOSTIC_METHODS
+
+
+# A loss function maps the forward outputs of the step's groups
+# to named task losses. ``out[g] = (h, z)`` holds both views of group g stacked: rows [:n] are
+# view 1, rows [n:] view 2. ``y`` are the slide labels of the "all" group (1 = positive bag).
+
+def _halves(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    n = t.shape[0] // 2
+    return t[:n], t[n:]
+
+
+def _loss_simclr(out, y, cfg, head):
+    return {"con": nt_xent(*_halves(out["all"][1]), cfg.temperature)}
+
+
+def _loss_weak(out, y, cfg, head):
+    logits = head(out["all"][0].float())  # (2B, 2)
+    return {"cls": F.cross_entropy(logits, torch.cat([y, y]))}
+
+
+def _loss_supcon(out, y, cfg, head):
+    return {"supcon": supcon(out["all"][1], torch.cat([y, y]), cfg.temperature)}
+
+
+def _loss_slam(out, y, cfg, head):
+    return {"con": nt_xent(*_halves(out["pos"][1]), cfg.temperature),
+            "sim": similarity_loss(*_halves(out["neg"][1]), cfg.temperature)}
+
+
+def _loss_sim_only(out, y, cfg, head):
+    return {"sim": similarity_loss(*_halves(out["neg"][1]), cfg.temperature)}
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How one pretraining method uses the shared loop."""
+
+    groups: tuple[str, ...]     # forwards per step: "all" (pos+neg together), "pos", "neg"
+    loss_fn: Callable | None    # (out, y, cfg, head) -> {task: scalar loss}; None = no training
+    surgery: str | None = None  # surgery.combine method for the SLAM task pair
+    center_neg: bool = False    # the first view of a negative patch is a centre crop (SLAM)
+    head: bool = False          # train a linear slide-label head on h (weak)
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "random": Strategy((), None),
+    "simclr": Strategy(("all",), _loss_simclr),
+    "weak": Strategy(("all",), _loss_weak, head=True),
+    "supcon": Strategy(("all",), _loss_supcon),
+    "slam_sum": Strategy(("pos", "neg"), _loss_slam, "sum", center_neg=True),
+    "slam_pcgrad": Strategy(("pos", "neg"), _loss_slam, "pcgrad", center_neg=True),
+    "slam_ags": Strategy(("pos", "neg"), _loss_slam, "ags", center_neg=True),
+    "sim_only": Strategy(("neg",), _loss_sim_only, center_neg=True),
+}
