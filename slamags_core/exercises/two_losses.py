@@ -40,9 +40,9 @@ def check_nt_xent(fn: Callable, *, strict: bool = False, seed: int = 0) -> Repor
     """
     gen = torch.Generator().manual_seed(seed)
     mistakes = (
-        ("your denominator includes k = i (each view compared with itself, s_ii = 1): mask the "
+        ("your denominator includes j = i (each view compared with itself, s_ii = 1): mask the "
          "diagonal with -inf before the logsumexp", lambda a, b, t: _ntx_variant(a, b, t, diag=True)),
-        ("L2-normalise the views first (s_ik is a cosine similarity)",
+        ("L2-normalise the views first (s_ij is a cosine similarity)",
          lambda a, b, t: _ntx_variant(a, b, t, normalise=False)),
         ("average over all 2B anchors: the views of z2 are anchors too, not only those of z1",
          lambda a, b, t: _ntx_variant(a, b, t, anchors="first")),
@@ -50,7 +50,7 @@ def check_nt_xent(fn: Callable, *, strict: bool = False, seed: int = 0) -> Repor
          lambda a, b, t: _ntx_variant(a, b, t, temp=False)),
         ("take the mean over the 2B anchors, not the sum",
          lambda a, b, t: _ntx_variant(a, b, t, reduce="sum")),
-        ("the denominator sums over every k != i, the partner included",
+        ("the denominator sums over every j != i, the partner included",
          lambda a, b, t: _ntx_variant(a, b, t, partner_in_denominator=False)),
     )
     near = randn(gen, 6, 8, dtype=torch.float32)
@@ -63,10 +63,10 @@ def check_nt_xent(fn: Callable, *, strict: bool = False, seed: int = 0) -> Repor
         Case("rows of lengths 0.01 to 100 (B=5, D=4, t=0.2)",
               (randn(gen, 5, 4) * scale, randn(gen, 5, 4) * scale.flip(0), 0.2)),
         Case("all views equal (collapse): the answer is log(2B - 1)", (collapsed, collapsed.clone(), 0.1),
-              hint="at collapse every s_ik = 1, so each term is log(2B - 1)"),
+              hint="at collapse every s_ij = 1, so each term is log(2B - 1)"),
         Case("float32, t=0.01, partners almost equal: exp(s/t) overflows float32",
               (near, near + 1e-3 * randn(gen, 6, 8, dtype=torch.float32), 0.01),
-              hint="exp(1/0.01) = e^100 overflows float32: compute logsumexp(s_ik / t) - s_i,p(i) / t "
+              hint="exp(1/0.01) = e^100 overflows float32: compute logsumexp(s_ij / t) - s_i,p(i) / t "
                    "(torch.logsumexp) instead of log(exp(.) / sum exp(.))"),
         Case("gradients w.r.t. z1 and z2 (B=5, D=4, t=0.2)", (randn(gen, 5, 4), randn(gen, 5, 4), 0.2),
               grad=True),
@@ -93,13 +93,13 @@ def check_similarity_loss(fn: Callable, *, strict: bool = False, seed: int = 0) 
     """Exercise (02): SLAM's similarity loss, compared with :func:`losses.similarity_loss`.
 
     ``fn(z1, z2, temperature)``: two (B, D) batches of projections of slide-negative patches
-    -> ``(1 - mean_{i != k} s_ik) / t`` over the 2B stacked unit views (scalar tensor).
+    -> ``(1 - mean_{i != j} s_ij) / t`` over the 2B stacked unit views (scalar tensor).
     """
     gen = torch.Generator().manual_seed(seed)
     mistakes = (
-        ("leave out the diagonal: the mean runs over pairs i != k (s_ii = 1 would pull the mean up)",
+        ("leave out the diagonal: the mean runs over pairs i != j (s_ii = 1 would pull the mean up)",
          lambda a, b, t: _sim_variant(a, b, t, diag=True)),
-        ("L2-normalise the views first (s_ik is a cosine similarity)",
+        ("L2-normalise the views first (s_ij is a cosine similarity)",
          lambda a, b, t: _sim_variant(a, b, t, normalise=False)),
         ("divide by the temperature t", lambda a, b, t: _sim_variant(a, b, t, temp=False)),
         ("compare every view with every other view (all 2B stacked), not only z1 against z2",
