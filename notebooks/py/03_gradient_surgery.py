@@ -393,11 +393,12 @@ b_pos = round(len(pos) / math.ceil((len(pos) + len(neg)) / cfg.batch_size))  # p
 print(f"NT-Xent at chance, log(2 B_pos - 1) with B_pos = {b_pos}: {math.log(2 * b_pos - 1):.3f}")
 
 # %% [markdown]
-# *What you should see:* the similarity loss (log axis) falls by orders of magnitude in both runs;
-# NT-Xent falls at first and then returns towards its chance level `log(2B_pos − 1)` (printed
-# above next to the final values), while the spread of the unit projections `z` (right) shrinks:
-# check whether it ends near 0 — then the projection has collapsed in these short runs, with or
-# without AGS. Notebook 04 follows full runs and monitors `h` as well as `z`.
+# *What you should see:* the similarity loss (log axis) falls by orders of magnitude in both runs,
+# while NT-Xent stays close to its chance level `log(2B_pos − 1)` (printed above next to the final
+# values) and the spread of the unit projections `z` (right, epoch 0 = initialisation) stays near
+# 0. Check the printed std ratios: if `z`'s is far below 1 from the start, the untrained encoder
+# already maps all patches to nearly one direction, and two epochs — with or without AGS — do not
+# spread them. Notebook 04 follows full runs and monitors `h` as well as `z`.
 
 # %% [markdown]
 # ## Take-aways
