@@ -26,15 +26,28 @@
 # - how one training loop serves every strategy (a table of loss functions, not seven loops), with
 #   every patch once per epoch and positives/negatives in proportion in each step;
 # - how an AGS step is computed without waste, checked by hand on a real batch;
-# - what the similarity loss does on its own (it collapses), and whether AGS changes SLAM's training;
+# - why each augmentation is there, and the colour shortcut that a per-slide stain invites;
+# - what the similarity loss does on its own (it collapses), complete versus dimensional collapse,
+#   the collapse monitor and its thresholds, and whether AGS changes SLAM's training;
 # - a **linear probe** on instance labels, a diagnostic the paper lacks;
 # - checkpoints, exact resume, throughput, and how to run the `paper` preset on a GPU.
 #
 # **Run time.** `smoke` (CI): well under a minute on a CPU. `laptop` (the default): about 4-6
-# minutes on a 2-core CPU (six trained strategies of roughly half a minute each, plus the `sim_only`
-# demonstration, embeddings and probes); checkpoints are cached in `data/cache/checkpoints`, so a
-# second run (and notebooks 05-08) reuse them. `paper` on one H100: roughly 1-2 minutes per epoch
-# per strategy (150 epochs each) — run it as a batch job, see the last section.
+# minutes on an otherwise idle 2-core CPU (six trained strategies of roughly half a minute each,
+# plus the `sim_only` demonstration, embeddings and probes), several times longer on a shared one —
+# §4's table prints each strategy's training time; checkpoints are cached in
+# `data/cache/checkpoints`, so a second run (and notebooks 05-08) reuse them. `paper`: a GPU job
+# of 150 epochs per strategy — `benchmarks/bench_pretrain.py` measures your GPU's throughput; see
+# the last section.
+#
+# **Notation.** `h` the backbone feature and `z` the projection; `B_pos`, `B_neg` the patches of a
+# step from slide-positive and slide-negative bags; `L_con`, `L_sim` the two SLAM losses; `θ` the
+# encoder's parameters; `g_con`, `g_sim` their gradients, `g̃_con`, `g̃_sim` after PCGrad's
+# projections; the std ratio and the effective rank of the collapse monitor. Every symbol of the
+# course: [docs/notation.md](../docs/notation.md).
+#
+# **Exercises** at the end, each with an automatic check: the monitor's std ratio, the effective
+# rank, and the two task losses of one SLAM step.
 
 # %%
 try:
@@ -45,6 +58,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.abspath(".."))
 
 import dataclasses
+import inspect
 import tempfile
 import time
 import warnings
@@ -69,7 +83,7 @@ from slamags_core.config import METHODS
 from slamags_core.embed import embed_images, linear_probe
 from slamags_core.encoders import build_encoder
 from slamags_core.losses import nt_xent, similarity_loss
-from slamags_core.monitor import CollapseWarning
+from slamags_core.monitor import CollapseWarning, collapse_report
 from slamags_core.pipeline import embed_bagset, get_bags, get_pretrained, run_key
 from slamags_core.utils import cache_dir
 
@@ -109,12 +123,26 @@ print(f"{n_steps} steps per epoch; positives per step {sizes[:, 0].min()}-{sizes
 # %% [markdown]
 # ## 2 · Two views per patch, augmented on the device
 #
-# The paper's augmentations: random crop of `crop_size` (no resize), horizontal flip, colour
-# jitter 0.1 (probability 0.8) and a 90° rotation (probability 0.8). For patches of **negative**
-# bags the first view is a centre crop only. `Augmenter` does all of this batched on tensors (on the
-# GPU when there is one), drawing every random number from one seeded generator. Rows below:
-# positive view 1, positive view 2, negative view 1 (centre crop), negative view 2. In a live
-# notebook, move the slider to draw other views.
+# The paper's augmentations [authors' code], and what each is for:
+#
+# * **random crop** of `crop_size` (no resize): the cell is not always centred, and two crops of one
+#   patch share the cell but not its exact framing — NT-Xent must match cell content, not pixels;
+# * **horizontal flip** and a **90° rotation** (probability 0.8): a cell on a slide has no "up",
+#   so orientation is nuisance;
+# * **colour jitter** 0.1 (brightness, contrast, saturation, hue; probability 0.8): the stain varies
+#   from slide to slide (notebook 01 measured the slide-to-slide colour change against the class
+#   difference). Without jitter the two views of a patch have exactly the same colour, and the
+#   cheapest way for NT-Xent to pick the partner out of `2B − 1` candidates is to match colour:
+#   patches of other slides have other tints. An encoder that learns the *slide's stain* instead of
+#   the *cell's morphology* wins NT-Xent and tells MIL nothing about witnesses — this **colour
+#   shortcut** is the central risk with a per-slide stain. Jitter only breaks it if it moves a view's
+#   colour about as far as a change of slide does; the cell after the figure compares the two;
+# * for patches of **negative** bags the first view is a **centre crop** only (the authors' code
+#   does this; its reason is not stated).
+#
+# `Augmenter` does all of this batched on tensors (on the GPU when there is one), drawing every
+# random number from one seeded generator. Rows below: positive view 1, positive view 2, negative
+# view 1 (centre crop), negative view 2. In a live notebook, move the slider to draw other views.
 
 # %%
 def show_views(seed=0, k=8):
@@ -142,6 +170,34 @@ def on_seed(change):  # redraw on the slider (live kernels only; nothing runs at
 
 seed_slider.observe(on_seed, names="value")
 display(widgets.VBox([seed_slider, redraw]))
+
+# %% [markdown]
+# *What you should see:* in the two positive rows the same cells shifted, flipped or turned and
+# slightly re-tinted; the third row centred and untouched; the fourth augmented like the first two.
+#
+# **Measured: jitter versus stain.** The mean RGB colour of each training bag (one slide, one stain)
+# against the colour change that jitter makes between the two views of one patch:
+
+# %%
+def mean_rgb(views):  # (B, 3, c, c) normalised views -> (B, 3) mean RGB in [0, 1]
+    m, s = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    return (views * s + m).clamp(0, 1).mean((2, 3))
+
+
+train_bags = bags.split_bags("train")
+bag_colour = np.stack([bags.images[bags.bag_index == b].reshape(-1, 3).mean(0) / 255 for b in train_bags])
+slide_gap = np.mean([np.linalg.norm(bag_colour[i] - bag_colour[j])
+                     for i in range(len(bag_colour)) for j in range(i + 1, len(bag_colour))])
+v1, v2 = Augmenter.from_config(cfg, generator=torch.Generator().manual_seed(1))(pos[:256])
+jitter_gap = (mean_rgb(v1) - mean_rgb(v2)).norm(dim=1).mean().item()
+print(f"mean RGB distance between two slides (bag means): {slide_gap:.3f}")
+print(f"mean RGB distance between the two views of a patch: {jitter_gap:.3f}")
+
+# %% [markdown]
+# *What you should see:* check whether the second number reaches the first. If jitter moves a view
+# less than a change of slide, colour still tells "same slide" from "other slide" within a batch,
+# and the shortcut is weakened, not removed — one reason to look inside the embeddings (notebooks
+# 05–07) rather than trust the loss.
 
 # %% [markdown]
 # ## 3 · One loop, one table of strategies
@@ -179,9 +235,9 @@ table
 torch.manual_seed(cfg.seed)
 enc = build_encoder(cfg)
 params = list(enc.parameters())
-g = P.epoch_generator(cfg.seed, 0)
-pi, ni = P.epoch_batches(len(pos), len(neg), cfg.batch_size, g)[0]
-aug = Augmenter.from_config(cfg, generator=g)
+gen = P.epoch_generator(cfg.seed, 0)
+pi, ni = P.epoch_batches(len(pos), len(neg), cfg.batch_size, gen)[0]
+aug = Augmenter.from_config(cfg, generator=gen)
 p1, p2 = aug(pos[pi.numpy()])                    # (B_pos, 3, c, c) each
 n1, n2 = aug(neg[ni.numpy()], center_first=True)  # (B_neg, 3, c, c) each
 _, Z_pos = enc(torch.cat([p1, p2]))              # forward 1: (2 B_pos, proj_dim)
@@ -191,17 +247,17 @@ L_sim = similarity_loss(*Z_neg.chunk(2), cfg.temperature)
 g_con, g_sim = surgery.task_gradients([L_con, L_sim], params)   # (P,) each
 
 dot = g_con @ g_sim
-h_con = g_con - dot.clamp(max=0) / (g_sim @ g_sim) * g_sim      # PCGrad: project on conflict
-h_sim = g_sim - dot.clamp(max=0) / (g_con @ g_con) * g_con
-by_hand = h_con + h_sim
+g_con_pc = g_con - dot.clamp(max=0) / (g_sim @ g_sim) * g_sim   # PCGrad: project on conflict
+g_sim_pc = g_sim - dot.clamp(max=0) / (g_con @ g_con) * g_con
+by_hand = g_con_pc + g_sim_pc                                   # g_pc
 if dot < 0:                                                     # AGS: rescale to |g_con + g_sim|
     by_hand = by_hand * (g_con + g_sim).norm() / by_hand.norm()
-g_ags, stats = surgery.combine([g_con, g_sim], "ags", generator=g)
+g_ags, stats = surgery.combine([g_con, g_sim], "ags", generator=gen)
 assert_close(g_ags, by_hand)
-s = stats.to_dict()
-print(f"L_con={L_con.item():.4f}  L_sim={L_sim.item():.4f}  cos(g_con, g_sim)={s['cosine']:+.3f}  "
-      f"|g_con|={s['task_norms'][0]:.3g}  |g_sim|={s['task_norms'][1]:.3g}")
-print(f"|sum|={s['norm_sum']:.4g}  |PCGrad|={s['norm_surgery']:.4g}  |AGS|={s['norm_out']:.4g}")
+st = stats.to_dict()
+print(f"L_con={L_con.item():.4f}  L_sim={L_sim.item():.4f}  cos(g_con, g_sim)={st['cosine']:+.3f}  "
+      f"|g_con|={st['task_norms'][0]:.3g}  |g_sim|={st['task_norms'][1]:.3g}")
+print(f"|sum|={st['norm_sum']:.4g}  |PCGrad|={st['norm_surgery']:.4g}  |AGS|={st['norm_out']:.4g}")
 
 # %% [markdown]
 # ## 4 · Train every strategy
@@ -243,25 +299,30 @@ pd.DataFrame(rows).set_index("method")
 
 # %%
 def curve(m, key, window=max(1, n_steps // 2)):
-    h = pd.DataFrame(results[m].history)
-    return h["step"], h[key].rolling(window, min_periods=1).mean()
+    hist_df = pd.DataFrame(results[m].history)
+    return hist_df["step"], hist_df[key].rolling(window, min_periods=1).mean()
 
 
 fig = make_subplots(1, 2, subplot_titles=("L_con (NT-Xent)", "L_sim (similarity)"))
 colors = dict(zip(list(results), px.colors.qualitative.Plotly))
 for m in results:
-    h = results[m].history
+    hist = results[m].history
     for col, key in ((1, "loss_con"), (2, "loss_sim")):
-        if h and key in h[0]:
+        if hist and key in hist[0]:
             x, y = curve(m, key)
             fig.add_trace(go.Scatter(x=x, y=y, name=m, legendgroup=m, showlegend=col == 1 or
-                                     "loss_con" not in h[0], line_color=colors[m]), 1, col)
+                                     "loss_con" not in hist[0], line_color=colors[m]), 1, col)
 fig.update_xaxes(title_text="step")
 fig.update_yaxes(type="log", col=2)
 fig.update_layout(height=380)
 fig.show()
 
 # %% [markdown]
+# *What you should see:* every NT-Xent curve starts near its chance level `log(2B − 1)`; compare how
+# far `simclr`'s falls with how far the SLAM variants' fall (their final values are in §8's
+# table). The similarity-loss curves (log axis) of the SLAM variants and `sim_only` fall by one or
+# more orders of magnitude. A falling loss says nothing yet about collapse — §7 does.
+#
 # ## 6 · Gradient conflict over training
 #
 # For the three SLAM variants the engine logs, every step, the cosine between the two task
@@ -276,9 +337,9 @@ fig = make_subplots(1, 2, subplot_titles=("cos(g_con, g_sim) per step",
 for m in slam:
     x, y = curve(m, "cosine", 1)
     fig.add_trace(go.Scatter(x=x, y=y, name=m, line_color=colors[m], mode="lines"), 1, 1)
-h = pd.DataFrame(results["slam_ags"].history)
+ags_hist = pd.DataFrame(results["slam_ags"].history)
 for key, dash in (("norm_sum", "solid"), ("norm_surgery", "dot"), ("norm_out", "dash")):
-    fig.add_trace(go.Scatter(x=h["step"], y=h[key], name=key, line_dash=dash), 1, 2)
+    fig.add_trace(go.Scatter(x=ags_hist["step"], y=ags_hist[key], name=key, line_dash=dash), 1, 2)
 fig.add_hline(y=0, line_color="grey", col=1)
 fig.update_yaxes(type="log", col=2)
 fig.update_layout(height=380)
@@ -289,14 +350,57 @@ pd.DataFrame({m: {"mean cosine": np.mean([r["cosine"] for r in results[m].histor
               for m in slam}).T.round(3)
 
 # %% [markdown]
+# *What you should see:* left, the cosine of every SLAM variant below zero on most steps (the
+# table's "conflicting steps"); right, `norm_out` on top of `norm_sum` (AGS keeps the sum's norm)
+# and `norm_surgery` (PCGrad) above both where the tasks cancel.
+
+# %% [markdown]
 # ## 7 · Collapse monitor
 #
 # After every epoch the engine embeds a fixed held sample of patches and records, for the backbone
-# feature `h` and the projection `z`, the std of the L2-normalised embeddings times $\sqrt{D}$
-# (about 1 when spread over the sphere, 0 when collapsed to a point) and the effective rank
-# (Roy & Vetterli 2007: $\exp$ of the entropy of the normalised singular values). Epoch 0 is the
-# initialisation. `sim_only` shows what the similarity loss does on its own: all projections are
-# pulled to one point.
+# feature `h` and the projection `z`, the std of the L2-normalised embeddings times $\sqrt{D}$ (the
+# *std ratio*: about 1 when spread over the sphere, 0 when collapsed to a point) and the effective
+# rank (Roy & Vetterli 2007: $\exp$ of the entropy of the normalised singular values `λ_k`; 1 for a
+# single direction, at most `min(N, D)`). Epoch 0 is the initialisation.
+#
+# **Two kinds of collapse** (Jing, Vincent, LeCun, Tian, "Understanding Dimensional Collapse in
+# Contrastive Self-supervised Learning", ICLR 2022):
+#
+# * **complete collapse** — every embedding is the same point: the std ratio goes to 0 and the
+#   effective rank to 1. The similarity loss alone drives `z` there (`sim_only` below; compare
+#   it with the untrained encoder);
+# * **dimensional collapse** — the embeddings still differ, but only along a few of the `D`
+#   directions: the std ratio can stay well above 0 while the effective rank falls far below `D`.
+#   Jing et al. show that contrastive learning itself produces it, through strong augmentations
+#   and the interplay of the layers; a few directions may carry everything a probe needs, or not.
+#
+# The engine flags an epoch as collapsed (and warns) when the std ratio falls below
+# `std_ratio_min` or the effective rank below `rank_min` — the thresholds printed by the next cell,
+# which also shows the three cases on toy matrices. These thresholds catch complete collapse;
+# dimensional collapse is never flagged, so read it from the effective-rank curves against `D`.
+
+# %%
+thresholds = {k: v.default for k, v in inspect.signature(collapse_report).parameters.items()
+              if k in ("std_ratio_min", "rank_min")}
+print("collapse monitor thresholds:", thresholds)
+gen_demo = torch.Generator().manual_seed(0)
+D_demo = 32
+toys = {
+    "spread: isotropic Gaussian": torch.randn(512, D_demo, generator=gen_demo),
+    "dimensional collapse: a 3-D subspace": (torch.randn(512, 3, generator=gen_demo)
+                                             @ torch.randn(3, D_demo, generator=gen_demo)),
+    "complete collapse: one point + 1 % noise": (torch.randn(1, D_demo, generator=gen_demo)
+                                                 + 0.01 * torch.randn(512, D_demo, generator=gen_demo)),
+}
+pd.DataFrame({name: collapse_report(E) for name, E in toys.items()}).T[
+    ["std_ratio", "erank", "collapsed"]].round(3)
+
+# %% [markdown]
+# *What you should see:* the spread matrix has a std ratio near 1 and an effective rank close to
+# `D = 32`; the 3-D subspace keeps a sizeable std ratio but an effective rank of at most 3, and is
+# not flagged; the collapsed one has both near their floor and is flagged.
+#
+# Now the real runs. `sim_only` shows what the similarity loss does on its own.
 
 # %%
 mon = pd.DataFrame([{"method": m, **e} for m, r in results.items() for e in r.epochs])
@@ -311,7 +415,18 @@ fig.update_xaxes(title_text="epoch", row=2)
 fig.update_layout(height=600)
 fig.show()
 final = mon.groupby("method", sort=False).last()
+print(f"D: z has {results['slam_ags'].encoder.proj_dim} dimensions, h {results['slam_ags'].encoder.feature_dim}")
 final[["z_std_ratio", "z_erank", "z_collapsed", "h_std_ratio", "h_erank", "h_collapsed"]].round(3)
+
+# %% [markdown]
+# *What you should see:* for `sim_only`, `z` sits at the floor (std ratio near 0, effective rank
+# near 1: flagged) while `h` keeps an effective rank well above 1 and is not flagged — check both
+# in the table: the similarity loss collapses the projection it acts on, not necessarily the
+# backbone. Compare with the untrained `random` encoder: if its `z` is just as narrow, the
+# projection started there (to random weights, cell patches look alike) and the flag on `z` needs
+# that baseline to mean anything. For the other methods compare each effective rank with `D`
+# (printed above the table): a rank far below `D` with a std ratio above the threshold is
+# dimensional collapse, which the flag does not report.
 
 # %% [markdown]
 # ## 8 · Linear probe on instance labels
@@ -346,6 +461,11 @@ fig.show()
 probe.pivot(index="method", columns="embedding",
             values=["auroc", "balanced_accuracy"]).round(3)
 
+# %% [markdown]
+# *What you should see:* bars above the 0.5 chance line for every method, including the untrained
+# `random` encoder (random convolutions already see size and colour); read the table for how much
+# each pretraining adds to `random`, and whether `h` or `z` probes better for each method.
+
 
 # %% [markdown]
 # ### Does AGS change anything here?
@@ -366,10 +486,10 @@ def summary(m):
 
 
 cmp = pd.DataFrame({m: summary(m) for m in slam}).round(4)
-w_sum = torch.cat([q.detach().flatten() for q in results["slam_sum"].encoder.parameters()])
-w_ags = torch.cat([q.detach().flatten() for q in results["slam_ags"].encoder.parameters()])
-print(f"relative weight difference |w_ags - w_sum| / |w_sum| = "
-      f"{float((w_ags - w_sum).norm() / w_sum.norm()):.3f}")
+theta_sum = torch.cat([q.detach().flatten() for q in results["slam_sum"].encoder.parameters()])
+theta_ags = torch.cat([q.detach().flatten() for q in results["slam_ags"].encoder.parameters()])
+print(f"relative weight difference |θ_ags - θ_sum| / |θ_sum| = "
+      f"{float((theta_ags - theta_sum).norm() / theta_sum.norm()):.3f}")
 cmp
 
 # %% [markdown]
@@ -442,3 +562,67 @@ speed
 # **Things to try.** Run with `seed=1` and see which differences survive; set
 # `PretrainConfig(embedding="z")` for the downstream notebooks; compare `slam_pcgrad` (projection
 # without the rescale) with `slam_ags`; lower the temperature and watch the conflict statistics.
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise asks for one function. The cell under it calls a grader from
+# `slamags_core.exercises`, which compares your function with the package on random and edge-case
+# inputs and tells you which input failed, what was expected, what you returned and — if your
+# answer matches a typical mistake — which one. Until you write the function, the check says *not
+# attempted*. (Teachers: worked solutions are in `notebooks/solutions/`; see `docs/teaching.md`.)
+
+# %%
+from slamags_core import exercises
+
+# %% [markdown]
+# ### Exercise 1 · The monitor's std ratio
+#
+# Write `std_ratio(E)` for an `(N, D)` embedding matrix: L2-normalise every row, take each
+# dimension's standard deviation over the `N` rows (torch's default, unbiased), average over the
+# dimensions and multiply by `√D`. Then apply it to the toy matrices of §7 (`toys`): which of them
+# would the `std_ratio_min` threshold flag?
+
+# %% tags=["exercise"]
+def std_ratio(E):
+    # your code here
+    raise NotImplementedError("exercise 1: std_ratio")
+
+
+# %% tags=["exercise-check"]
+exercises.check_std_ratio(std_ratio)
+
+# %% [markdown]
+# ### Exercise 2 · The effective rank, and dimensional collapse
+#
+# Write `effective_rank(E)`: the singular values `λ_k` of the L2-normalised rows (not centred),
+# `ρ_k = λ_k / Σ λ`, and `exp(−Σ_k ρ_k log ρ_k)`. Then build a `(512, 32)` matrix whose rows span
+# only 4 directions but whose std ratio is above 0.5: your two functions together tell dimensional
+# from complete collapse.
+
+# %% tags=["exercise"]
+def effective_rank(E):
+    # your code here
+    raise NotImplementedError("exercise 2: effective_rank")
+
+
+# %% tags=["exercise-check"]
+exercises.check_effective_rank(effective_rank)
+
+# %% [markdown]
+# ### Exercise 3 · The two task losses of one SLAM step
+#
+# Write `slam_losses(encoder, pos_views, neg_views, temperature)` returning `(L_con, L_sim)` the way
+# the engine computes them (§3): `encoder(x)` returns `(h, z)`; `pos_views = (x1, x2)` are the two
+# views of the slide-positive patches, `neg_views` those of the slide-negative ones. The grader's
+# encoders are in train mode, so BatchNorm uses the statistics of whatever batch you forward: the
+# grouping of images into forwards matters.
+
+# %% tags=["exercise"]
+def slam_losses(encoder, pos_views, neg_views, temperature):
+    # your code here
+    raise NotImplementedError("exercise 3: slam_losses")
+
+
+# %% tags=["exercise-check"]
+exercises.check_slam_losses(slam_losses)
