@@ -23,8 +23,8 @@
 #    are pulled together, everything else is pushed apart.
 # 2. The **similarity (alignment) loss** on patches from slide-**negative** bags: every negative
 #    view is pulled towards every other — on its own it collapses free embeddings and a small MLP
-#    to a point (in the real CNN of notebook 04 it is the projection `z` that collapses while the
-#    backbone feature `h` keeps its spread: check it in notebook 04, §7).
+#    to a point (in the CNN of notebook 04 it is the projection `z` that ends collapsed, while the
+#    backbone feature `h` keeps some spread: check it in notebook 04, §7).
 #
 # **What you will learn.** The formulas step by step and checked against `slamags_core.losses`;
 # what each loss does to free embeddings; how the temperature `t = 0.07` sharpens NT-Xent and, in
