@@ -30,7 +30,7 @@
 # - what a positive bag looks like at witness rates (WR) of 10 %, 5 %, 1 % and 0.5 %, and why
 #   low WR is hard.
 #
-# **Run time.** About 10 s on a 2-core CPU in both presets (`smoke` and `laptop`); no GPU needed.
+# **Run time.** About 10-15 s on a 2-core CPU in both presets (`smoke` and `laptop`); no GPU needed.
 #
 # **Notation.** `N` cells per bag, `WR` the witness rate, `N_w = round(WR · N)` witnesses per
 # positive bag, `y_n` a cell's label (1 = witness; never seen in training), `Y` the bag label, `Δ`

@@ -32,8 +32,8 @@
 # *degenerate* (collapse and a maximally spread simplex get the same value), which is why the
 # authors' code drops its denominator (the parts of the paper we could read do not say).
 #
-# **Run time.** A few seconds on any CPU in both presets (`smoke`/`laptop`): everything here is a
-# toy of a few dozen vectors. No GPU needed.
+# **Run time.** About 15 s (`smoke`) to 30-40 s (`laptop`) of CPU time on a 2-core CPU: everything
+# here is a toy of a few dozen vectors, optimised for a few hundred steps. No GPU needed.
 #
 # **Notation.** `B` patches, `2B` views `i, j`; `z_i` a projection, `u_i = z_i / ‖z_i‖`, `s_ij = u_i · u_j`
 # the cosine similarity, `p(i)` the partner view, `t` the temperature, `L_con` (NT-Xent) and
