@@ -72,13 +72,23 @@ class BagArrays:
                    {k: col[k] for k in POSITIVE_BAG_METRICS})
 
 
-def _unique(rows: Sequence[dict], column: str, wanted, where: str):
-    found = sorted({r[column] for r in rows})
-    if wanted is not None:
-        return wanted
-    if len(found) != 1:
-        raise ValueError(f"{where} holds several values of {column!r}: {found}; choose one")
-    return found[0]
+def resolve_variant(preds: Sequence[dict], *, mil: str, embedding: str | None = None,
+                    stain: str | None = None) -> tuple[str, str]:
+    """``(embedding, stain)`` of a scorer's predictions; ``None`` picks the only value present.
+
+    Raises:
+        ValueError: no rows for this scorer, or several values of a field left as ``None``.
+    """
+    mine = [r for r in preds if r["mil"] == mil]
+    if not mine:
+        raise ValueError(f"no predictions of scorer {mil!r}; found {sorted({r['mil'] for r in preds})}")
+    out = []
+    for column, wanted in (("embedding", embedding), ("stain", stain)):
+        found = sorted({r[column] for r in mine})
+        if wanted is None and len(found) != 1:
+            raise ValueError(f"scorer {mil!r} holds several values of {column!r}: {found}; choose one")
+        out.append(wanted if wanted is not None else found[0])
+    return out[0], out[1]
 
 
 def select_cells(preds: Sequence[dict], *, mil: str, embedding: str | None = None,
@@ -93,14 +103,10 @@ def select_cells(preds: Sequence[dict], *, mil: str, embedding: str | None = Non
     Raises:
         ValueError: no rows for this scorer, or several embeddings / stains and none chosen.
     """
-    mine = [r for r in preds if r["mil"] == mil]
-    if not mine:
-        raise ValueError(f"no predictions of scorer {mil!r}; found {sorted({r['mil'] for r in preds})}")
-    embedding = _unique(mine, "embedding", embedding, f"scorer {mil!r}")
-    stain = _unique(mine, "stain", stain, f"scorer {mil!r}")
+    embedding, stain = resolve_variant(preds, mil=mil, embedding=embedding, stain=stain)
     groups: dict = {}
-    for r in mine:
-        if r["embedding"] == embedding and r["stain"] == stain:
+    for r in preds:
+        if r["mil"] == mil and r["embedding"] == embedding and r["stain"] == stain:
             groups.setdefault((r["method"], float(r["witness_rate"]), int(r["seed"])), []).append(r)
     if not groups:
         raise ValueError(f"no predictions of scorer {mil!r} with embedding {embedding!r} and "
