@@ -175,8 +175,10 @@ def required_bags(v: float, tau2: float, *, target: float = 0.05, min_seeds: int
     reaches the target: then ``n_bags`` is ``None`` -- only more seeds help.
 
     Returns:
-        ``[{"n_seeds", "n_bags", "total_bags", "half_width"}, ...]`` for
-        ``S = min_seeds .. max_seeds``.
+        ``[{"n_seeds", "n_bags", "total_bags", "half_width", "seed_share"}, ...]`` for
+        ``S = min_seeds .. max_seeds``; ``seed_share = tau2 / (v / n)``. Above about 2 the
+        between-seed variance dominates and the few-seed bootstrap interval covers less than
+        its nominal rate (docs/power.md measures it): prefer more seeds to more bags there.
     """
     if not target > 0 or not 1 <= min_seeds <= max_seeds or multiple < 1:
         raise ValueError(f"need target > 0, 1 <= min_seeds <= max_seeds, multiple >= 1; got "
@@ -187,11 +189,13 @@ def required_bags(v: float, tau2: float, *, target: float = 0.05, min_seeds: int
     for S in range(min_seeds, max_seeds + 1):
         room = S**2 * (target / z) ** 2 - (S - 1) * t
         if room <= 0:
-            out.append({"n_seeds": S, "n_bags": None, "total_bags": None, "half_width": None})
+            out.append({"n_seeds": S, "n_bags": None, "total_bags": None, "half_width": None,
+                        "seed_share": None})
             continue
         n = max(multiple, math.ceil((2 * S - 1) * v / room / multiple - 1e-12) * multiple)
         out.append({"n_seeds": S, "n_bags": n, "total_bags": n * S,
-                    "half_width": half_width(v, t, n, S, level)})
+                    "half_width": half_width(v, t, n, S, level),
+                    "seed_share": t / (v / n) if v > 0 else math.inf})
     return out
 
 

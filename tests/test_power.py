@@ -84,6 +84,9 @@ def test_required_bags_closed_form():
     for r in req:
         assert r["half_width"] <= 0.05 < PW.half_width(0.3, 0.0, r["n_bags"] - 2, r["n_seeds"])
     assert req[0]["n_bags"] > req[1]["n_bags"] > req[2]["n_bags"]  # more seeds, fewer bags each
+    assert req[0]["seed_share"] == 0.0
+    some = PW.required_bags(0.3, 0.001, min_seeds=3, max_seeds=3)[0]
+    assert some["n_bags"] == 390 and some["seed_share"] == pytest.approx(0.001 / (0.3 / 390))
     # seed noise alone above the target: no bag count helps with 3 seeds, more seeds do
     tau2 = (0.05 / z) ** 2 * 9 / 2 * 1.01
     hopeless = PW.required_bags(0.3, tau2, min_seeds=3, max_seeds=8)
