@@ -71,21 +71,21 @@ def simulate_markdown(res: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def pilot(path: Path, a: str, b: str, mil: str, target: float, tau2: float | None) -> dict:
+def pilot(path: Path, a: str, b: str, mil: str, target: float, tau2) -> dict:
     preds = read_bag_predictions(path)
     return PW.power_table(preds, a, b, mil=mil, target=target, min_seeds=3, max_seeds=6, tau2=tau2)
 
 
 def pilot_markdown(table: dict) -> str:
     seeds = [r["n_seeds"] for r in table["required"]]
-    lines = ["| WR | pilot diff | v | tau2 used | pilot bags/seed | "
+    lines = ["| WR | pilot diff | v | tau2 (this WR, unfloored) | tau2 used | pilot bags/seed | "
              + " | ".join(f"bags/seed for {s} seeds" for s in seeds) + " |",
-             "|---" * (5 + len(seeds)) + "|"]
+             "|---" * (6 + len(seeds)) + "|"]
     for r in table["by_witness_rate"]:
         need = " | ".join(str(x["n_bags"]) if x["n_bags"] else "impossible" for x in r["required"])
         lines.append(f"| {100 * r['witness_rate']:g}% | {r['difference']:+.3f} | {r['v']:.3f} | "
-                     f"{r['tau2_used']:.5f} | {r['n_bags']:g} | {need} |")
-    lines.append("| every WR | | | | | " + " | ".join(
+                     f"{r['tau2_raw']:.5f} | {r['tau2_used']:.5f} | {r['n_bags']:g} | {need} |")
+    lines.append("| every WR | | | | | | " + " | ".join(
         str(x["n_bags"]) if x["n_bags"] else "impossible" for x in table["required"]) + " |")
     return "\n".join(lines)
 
@@ -105,7 +105,8 @@ def main() -> None:
     q.add_argument("--b", default="simclr")
     q.add_argument("--mil", default="abmil")
     q.add_argument("--target", type=float, default=0.05)
-    q.add_argument("--tau2", type=float, default=None, help="override the between-seed variance")
+    q.add_argument("--tau2", default="pooled",
+                   help="'pooled' (over witness rates, default), 'per_wr' or a number")
     q.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +114,8 @@ def main() -> None:
         res = simulate(args.trials, args.n_bags, args.mu, args.n_boot)
         md = simulate_markdown(res)
     else:
-        res = pilot(args.predictions, args.a, args.b, args.mil, args.target, args.tau2)
+        tau2 = args.tau2 if args.tau2 in ("pooled", "per_wr") else float(args.tau2)
+        res = pilot(args.predictions, args.a, args.b, args.mil, args.target, tau2)
         md = pilot_markdown(res)
     (args.out / "power.json").write_text(json.dumps(res, indent=1, default=float))
     (args.out / "power.md").write_text(md + "\n")

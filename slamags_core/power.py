@@ -74,7 +74,9 @@ class VarianceComponents:
 
     Attributes:
         v: within-seed variance times test bags per seed (``Var_within(n) = v / n``).
-        tau2: between-seed variance (``nan`` when unknown, e.g. one pilot seed).
+        tau2: between-seed variance, floored at 0 (``nan`` when unknown, e.g. one pilot seed).
+        tau2_raw: the method-of-moments value before flooring (can be negative; average these
+            over witness rates to pool, then floor).
         difference: pilot estimate of the difference (mean over pilot seeds).
         n_bags: pilot test bags per seed; n_seeds: pilot seeds.
     """
@@ -85,6 +87,7 @@ class VarianceComponents:
     witness_rate: float
     v: float
     tau2: float
+    tau2_raw: float
     difference: float
     n_bags: float
     n_seeds: int
@@ -137,8 +140,9 @@ def estimate_components(preds: Sequence[dict], method_a: str, method_b: str, *, 
         diffs.append(cell_metric(a, metric) - cell_metric(b, metric))
         sizes.append(len(a.bag))
     within, sizes = np.array(within), np.array(sizes, float)
-    tau2 = (max(0.0, float(np.var(diffs, ddof=1) - within.mean())) if len(seeds) > 1 else math.nan)
-    return VarianceComponents(metric, method_a, method_b, wr, float(np.mean(within * sizes)), tau2,
+    raw = float(np.var(diffs, ddof=1) - within.mean()) if len(seeds) > 1 else math.nan
+    return VarianceComponents(metric, method_a, method_b, wr, float(np.mean(within * sizes)),
+                              max(0.0, raw) if len(seeds) > 1 else math.nan, raw,
                               float(np.mean(diffs)), float(sizes.mean()), len(seeds))
 
 
@@ -201,33 +205,40 @@ def required_bags(v: float, tau2: float, *, target: float = 0.05, min_seeds: int
 
 def power_table(preds: Sequence[dict], method_a: str, method_b: str, *, mil: str,
                 metric: str = "bag_auc", target: float = 0.05, min_seeds: int = 3,
-                max_seeds: int = 10, tau2: float | None = None, **kw) -> dict:
+                max_seeds: int = 10, tau2: float | str = "pooled", **kw) -> dict:
     """Components and required test bags at every witness rate of the pilot, and the maximum.
 
     Args:
         preds: pilot per-bag predictions (calibration methods only).
-        tau2: override the measured between-seed variance (e.g. an upper bound when the
-            pilot has one seed); ``None`` uses the measured one (NaN -> 0).
+        tau2: the between-seed variance to plan with: ``"pooled"`` (default) averages the
+            unfloored per-WR estimates, then floors at 0 -- with 3 pilot seeds each per-WR
+            estimate has only 2 degrees of freedom, the pool of W rates has ``2W``;
+            ``"per_wr"`` uses each WR's own (floored) estimate; a number overrides both (e.g.
+            an assumed value when the pilot has one seed). NaN counts as 0.
         kw: passed to :func:`estimate_components` (``embedding``, ``stain``, ``n_boot``, ``seed``).
 
     Returns:
-        ``{"by_witness_rate": [{components..., "required": [...]}], "required": [...]}``
-        where the top-level ``required`` takes, per seed count, the largest ``n_bags`` over
-        the witness rates (the benchmark must be powered at every witness rate).
+        ``{"by_witness_rate": [{components..., "tau2_used", "required": [...]}], "required":
+        [...], "tau2_pooled"}`` where the top-level ``required`` takes, per seed count, the
+        largest ``n_bags`` over the witness rates (powered at every witness rate).
     """
     wrs = sorted({float(r["witness_rate"]) for r in preds if r["mil"] == mil
                   and r["method"] == method_a}, reverse=True)
+    comps = [estimate_components(preds, method_a, method_b, mil=mil, witness_rate=wr,
+                                 metric=metric, **kw) for wr in wrs]
+    raws = [c.tau2_raw for c in comps if not math.isnan(c.tau2_raw)]
+    pooled = max(0.0, float(np.mean(raws))) if raws else math.nan
+    if isinstance(tau2, str) and tau2 not in ("pooled", "per_wr"):
+        raise ValueError(f"tau2 must be 'pooled', 'per_wr' or a number, got {tau2!r}")
     per_wr, need = [], {}
-    for wr in wrs:
-        comp = estimate_components(preds, method_a, method_b, mil=mil, witness_rate=wr,
-                                   metric=metric, **kw)
-        t = comp.tau2 if tau2 is None else tau2
+    for comp in comps:
+        t = pooled if tau2 == "pooled" else comp.tau2 if tau2 == "per_wr" else float(tau2)
         req = required_bags(comp.v, t, target=target, min_seeds=min_seeds, max_seeds=max_seeds)
         per_wr.append({**asdict(comp), "tau2_used": t, "required": req})
         for r in req:
             prev = need.get(r["n_seeds"], 0)
             need[r["n_seeds"]] = None if prev is None or r["n_bags"] is None else max(prev, r["n_bags"])
-    return {"by_witness_rate": per_wr,
+    return {"by_witness_rate": per_wr, "tau2_pooled": pooled,
             "required": [{"n_seeds": S, "n_bags": n} for S, n in sorted(need.items())]}
 
 

@@ -122,6 +122,12 @@ def test_power_table_takes_the_worst_witness_rate():
     n_hi, n_lo = by[0.1]["required"][0]["n_bags"], by[0.01]["required"][0]["n_bags"]
     assert n_lo > n_hi  # near chance an AUC is noisier
     assert table["required"][0] == {"n_seeds": 3, "n_bags": max(n_hi, n_lo)}
+    pooled = PW.power_table(pilot, "oracle", "simclr", mil="sim", n_boot=300)
+    raws = [r["tau2_raw"] for r in pooled["by_witness_rate"]]
+    assert pooled["tau2_pooled"] == max(0.0, np.mean(raws))
+    assert all(r["tau2_used"] == pooled["tau2_pooled"] for r in pooled["by_witness_rate"])
+    with pytest.raises(ValueError, match="tau2 must be"):
+        PW.power_table(pilot, "oracle", "simclr", mil="sim", tau2="max")
 
 
 @pytest.mark.parametrize("method", ["slam_ags", "slam_sum", "sim_only"])
