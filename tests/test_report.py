@@ -181,3 +181,26 @@ def test_scorer_without_decisions_skips_f1_and_slam_ags_is_required():
     assert {x["metric"] for x in a["comparisons"]} == {"bag_auc", "topk_recall"}
     with pytest.raises(ValueError, match="no predictions of 'slam_ags'"):
         CL.analyse([r for r in preds if r["method"] != "slam_ags"], mil="oneclass_knn")
+
+
+def test_report_command_rewrites_a_sweep_folder(tmp_path, capsys):
+    from slamags_core.__main__ import main
+    from slamags_core.predictions import write_bag_predictions
+    from slamags_core.sweep import write_results
+
+    preds = planted()
+    write_results(_result_rows(preds), tmp_path / "results.csv")
+    by_cell = {}
+    for r in preds:
+        by_cell.setdefault((r["method"], r["witness_rate"], r["seed"]), []).append(r)
+    for (m, wr, s), rs in by_cell.items():
+        write_bag_predictions(tmp_path, method=m, mil="abmil", witness_rate=wr, seed=s,
+                              embedding="h", stain="per_cell", bag_ids=[r["bag"] for r in rs],
+                              labels=[r["label"] for r in rs], scores=[r["score"] for r in rs],
+                              decisions=[r["decision"] for r in rs])
+    main(["report", str(tmp_path), "--n-boot", "200"])
+    assert "1 scorer variant(s) with verdicts" in capsys.readouterr().out
+    assert "C1 — SLAM-AGS beats self-supervised pretraining (SimCLR): reproduced" in \
+        (tmp_path / "results.md").read_text()
+    with pytest.raises(SystemExit, match="no results"):
+        main(["report", str(tmp_path / "empty")])
