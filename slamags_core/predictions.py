@@ -94,7 +94,8 @@ def bag_prediction_rows(*, method: str, mil: str, witness_rate: float, seed: int
         bag_ids: ``(n,)`` ids of the test bags in their bag set.
         labels: ``(n,)`` bag labels in {0, 1}.
         scores: ``(n,)`` finite bag scores, higher = more abnormal.
-        decisions: ``(n,)`` predicted labels in {0, 1}, or ``None`` (no decision rule).
+        decisions: ``(n,)`` predicted labels in {0, 1}, or ``None`` (no decision rule); for
+            a MIL model ``prob > 0.5``, the decision of :func:`slamags_core.metrics.bag_metrics`.
         rankings: one ``(n_i,)`` array of cell scores per bag (attention or an abnormality
             score; higher = retrieved first), or ``None``.
         instance_labels: one ``(n_i,)`` 0/1 array per bag (1 = witness); needed for
