@@ -191,13 +191,15 @@ def collapse_columns(epochs: Sequence[dict]) -> dict:
         epochs: ``PretrainResult.epochs`` (epoch 0 = initialisation; the last one is used).
 
     Returns:
-        ``{"h_std_ratio", "h_erank", "z_std_ratio", "z_erank", "collapsed",
-        "conflict_frac"}`` (``collapsed`` 1 if ``h`` or ``z`` was flagged at the end,
-        ``conflict_frac`` NaN for methods without two tasks).
+        ``{"h_std_ratio", "h_erank", "z_std_ratio", "z_erank", "h_collapsed", "z_collapsed",
+        "collapsed", "conflict_frac"}`` (flags 0/1 at the end of training, ``collapsed`` = ``h``
+        or ``z``; ``conflict_frac`` NaN for methods without two tasks).
     """
     last = dict(epochs[-1]) if epochs else {}
     out = {k: float(last.get(k, np.nan)) for k in ("h_std_ratio", "h_erank", "z_std_ratio", "z_erank")}
-    out["collapsed"] = int(any(bool(last.get(k, False)) for k in COLLAPSE_FLAGS))
+    for k in COLLAPSE_FLAGS:
+        out[k] = int(bool(last.get(k, False)))
+    out["collapsed"] = max(out[k] for k in COLLAPSE_FLAGS)
     out["conflict_frac"] = float(last.get("conflict_frac", np.nan))
     return out
 
@@ -211,7 +213,16 @@ def _collapse_sentence(claim: Claim, runs: Sequence[dict] | None, *, n_boot: int
                  sum(1 for r in runs if r["method"] == m)) for m in (PAPER_METHOD, *claim.others)}
     if count[PAPER_METHOD][1] == 0:
         return {"verdict": "not measured (no collapse diagnostics of slam_ags runs)", "details": []}
-    lines = ["collapsed runs: " + ", ".join(f"{m} {k}/{n}" for m, (k, n) in count.items())]
+    if all(count[o][1] == 0 for o in claim.others):
+        return {"verdict": f"not measured (no {' or '.join(claim.others)} runs to compare with)",
+                "details": []}
+    lines = ["collapsed runs (h or z flagged at the end): "
+             + ", ".join(f"{m} {k}/{n}" for m, (k, n) in count.items())]
+    for flag in COLLAPSE_FLAGS:
+        if any(flag in r for r in runs):
+            lines.append(f"{flag[0]} flagged: " + ", ".join(
+                f"{m} {sum(int(r.get(flag, 0)) for r in runs if r['method'] == m)}/{n}"
+                for m, (_, n) in count.items()))
     for other in claim.others:
         for col in ("h_erank", "z_erank"):
             ci = run_level_bootstrap(runs, PAPER_METHOD, other, col, n_boot=n_boot, level=level,

@@ -163,7 +163,10 @@ def test_collapse_verdicts(collapsed, expected):
             for m in ("slam_ags", "slam_sum", "slam_pcgrad") for wr in WRS for s in range(3)]
     c6 = _claims(CL.analyse(planted(), mil="abmil", runs=runs, n_boot=200))["C6"]
     assert c6["verdict"].startswith(expected)
-    assert c6["details"][0].startswith("collapsed runs: slam_ags")
+    assert c6["details"][0].startswith("collapsed runs (h or z flagged at the end): slam_ags")
+    alone = [r for r in runs if r["method"] == "slam_ags"]
+    c6 = _claims(CL.analyse(planted(), mil="abmil", runs=alone, n_boot=200))["C6"]
+    assert c6["verdict"] == "not measured (no slam_sum or slam_pcgrad runs to compare with)"
 
 
 def test_collapse_columns_from_an_epoch_log():
@@ -171,7 +174,8 @@ def test_collapse_columns_from_an_epoch_log():
               {"epoch": 1, "h_std_ratio": 0.7, "h_erank": 9.0, "z_std_ratio": 0.05, "z_erank": 1.2,
                "h_collapsed": False, "z_collapsed": True, "conflict_frac": 0.4}]
     assert CL.collapse_columns(epochs) == {"h_std_ratio": 0.7, "h_erank": 9.0, "z_std_ratio": 0.05,
-                                          "z_erank": 1.2, "collapsed": 1, "conflict_frac": 0.4}
+                                          "z_erank": 1.2, "h_collapsed": 0, "z_collapsed": 1,
+                                          "collapsed": 1, "conflict_frac": 0.4}
     assert math.isnan(CL.collapse_columns(epochs[:1])["conflict_frac"])
 
 
