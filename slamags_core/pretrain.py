@@ -117,18 +117,16 @@ def _check_config(method: str, cfg: PretrainConfig) -> PretrainConfig:
     if cfg.embedding not in ("h", "z"):
         raise ValueError(f"embedding must be 'h' or 'z', got {cfg.embedding!r}")
     epochs = check_int(cfg.epochs, "epochs", ge=1)
+    smallest = {"width": 1, "crop_size": 1, "proj_dim": 1, "batch_size": 4, "monitor_size": 2,
+                "seed": 0}  # the other integer fields and their smallest allowed value
     return dataclasses.replace(
-        cfg, epochs=epochs, warmup_epochs=check_int(cfg.warmup_epochs, "warmup_epochs", ge=0,
-                                                    le=epochs),
-        width=check_int(cfg.width, "width", ge=1), crop_size=check_int(cfg.crop_size, "crop_size",
-                                                                      ge=1),
-        proj_dim=check_int(cfg.proj_dim, "proj_dim", ge=1),
-        batch_size=check_int(cfg.batch_size, "batch_size", ge=4),
-        lr=check_float(cfg.lr, "lr", gt=0), momentum=check_float(cfg.momentum, "momentum", ge=0),
+        cfg, epochs=epochs,
+        warmup_epochs=check_int(cfg.warmup_epochs, "warmup_epochs", ge=0, le=epochs),
+        **{f: check_int(getattr(cfg, f), f, ge=low) for f, low in smallest.items()},
+        lr=check_float(cfg.lr, "lr", gt=0),
+        momentum=check_float(cfg.momentum, "momentum", ge=0),
         weight_decay=check_float(cfg.weight_decay, "weight_decay", ge=0),
-        temperature=check_float(cfg.temperature, "temperature", gt=0),
-        monitor_size=check_int(cfg.monitor_size, "monitor_size", ge=2),
-        seed=check_int(cfg.seed, "seed", ge=0))
+        temperature=check_float(cfg.temperature, "temperature", gt=0))
 
 
 # ----------------------------------------------------------------------------------------------

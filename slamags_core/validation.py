@@ -12,7 +12,13 @@ or :func:`check_float`, so the same value gets the same answer everywhere:
 Both return the value as a plain Python ``int`` / ``float``, so the caller goes on with a value
 every library downstream (NumPy, PyTorch, JSON) understands. A bad value raises a
 ``ValueError`` that names the argument, the value and what is allowed, e.g.
-``witness_rate must be a finite number in (0, 1], got 1.5``.
+``witness_rate must be a finite number in (0, 1], got 1.5``. Configs (``BagConfig``,
+``PretrainConfig``, ``MILConfig``, ``CellConfig``) are checked field by field by the function
+that consumes them, which then goes on with a copy holding the plain values.
+
+Arrays of labels are not scalars and are checked where they are read (bag labels in {0, 1} in
+:mod:`slamags_core.metrics` and :mod:`slamags_core.mil`, which accept bool labels; BloodMNIST
+class indices in :mod:`slamags_core.realdata`).
 """
 from __future__ import annotations
 
