@@ -55,6 +55,7 @@ from slamags_core.checkpoint import load_checkpoint
 from slamags_core.config import PretrainConfig
 from slamags_core.embed import embed_images
 from slamags_core.encoders import Encoder, autocast, uses_amp
+from slamags_core.validation import check_float
 
 CENTRE_EPS = 0.1  # smallest centre coordinate (Ruff et al.'s reference implementation: 0.1)
 METHOD = "deep_svdd"
@@ -91,6 +92,7 @@ def init_centre(encoder: Encoder, neg_images, cfg: PretrainConfig, device=None, 
     Returns:
         ``(feature_dim,)`` float32 tensor on ``device``.
     """
+    eps = check_float(eps, "eps", gt=0)
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     x = as_uint8_batch(neg_images)
     if len(x) == 0:

@@ -29,6 +29,7 @@ from sklearn.metrics import roc_auc_score
 
 from slamags_core.embed import linear_probe
 from slamags_core.metrics import retrieval_metrics
+from slamags_core.validation import check_float, check_int
 
 ONECLASS_SCORER = "oneclass_knn"  # its name in the per-bag predictions (the ``mil`` column)
 
@@ -66,6 +67,7 @@ def instance_probe(bagset, H, *, max_train_cells: int = 20000, C: float = 1.0,
         ValueError: mismatched embeddings, or a split without witnesses or without negatives.
     """
     E = _check(bagset, H)
+    max_train_cells = check_int(max_train_cells, "max_train_cells", ge=2)
     train, test = _split_cells(bagset, "train"), _split_cells(bagset, "test")
     y = np.asarray(bagset.instance_labels).astype(int)
     if len(train) > max_train_cells:
@@ -88,8 +90,7 @@ def knn_distance(query, reference, k: int = 5, chunk: int = 4096) -> np.ndarray:
     Returns:
         ``(m,)`` float64 scores in [0, 2]; larger = farther from the reference (more novel).
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    k, chunk = check_int(k, "k", ge=1), check_int(chunk, "chunk", ge=1)
     R = F.normalize(torch.as_tensor(np.asarray(reference), dtype=torch.float32), dim=1)  # (r, D)
     Q = F.normalize(torch.as_tensor(np.asarray(query), dtype=torch.float32), dim=1)      # (m, D)
     if len(R) < k:
@@ -121,8 +122,7 @@ def rank_within_bags(bagset, cell_scores, *, split: str = "test", top_fraction: 
     if s.shape != (len(bagset.bag_index),) or not np.isfinite(s[_split_cells(bagset, split)]).all():
         raise ValueError(f"cell_scores must be ({len(bagset.bag_index)},) and finite on the "
                          f"{split} cells, got shape {s.shape}")
-    if not 0 < top_fraction <= 1:
-        raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction!r}")
+    top_fraction = check_float(top_fraction, "top_fraction", gt=0, le=1)
     ids = bagset.split_bags(split)
     labels = np.asarray(bagset.bag_labels)[ids].astype(int)
     rankings, inst, pooled = [], [], []
@@ -153,6 +153,7 @@ def oneclass_scores(bagset, H, *, k: int = 5, max_reference: int = 20000, seed: 
         ValueError: mismatched embeddings, or no negative training bag.
     """
     E = _check(bagset, H)
+    max_reference = check_int(max_reference, "max_reference", ge=1)
     neg_bags = [b for b in bagset.split_bags("train") if bagset.bag_labels[b] == 0]
     ref = np.flatnonzero(np.isin(bagset.bag_index, neg_bags))
     if len(ref) == 0:

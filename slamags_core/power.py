@@ -32,6 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from slamags_core.stats import BagArrays, bag_resampler, cell_metric, select_cells
+from slamags_core.validation import check_float, check_int
 
 REFUSED_PREFIXES: tuple[str, ...] = ("slam", "sim_only")  # never calibrate on these
 
@@ -147,9 +148,14 @@ def estimate_components(preds: Sequence[dict], method_a: str, method_b: str, *, 
 
 
 def _z(level: float) -> float:
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
-    return NormalDist().inv_cdf(0.5 + level / 2)
+    return NormalDist().inv_cdf(0.5 + check_float(level, "level", gt=0, lt=1) / 2)
+
+
+def _tau2(tau2) -> float:
+    """The between-seed variance to plan with: NaN (unknown) counts as 0, else >= 0."""
+    if isinstance(tau2, float) and math.isnan(tau2):
+        return 0.0
+    return check_float(tau2, "tau2", ge=0)
 
 
 def half_width(v: float, tau2: float, n_bags: float, n_seeds: int, level: float = 0.95) -> float:
@@ -161,11 +167,9 @@ def half_width(v: float, tau2: float, n_bags: float, n_seeds: int, level: float 
     Raises:
         ValueError: ``n_bags <= 0``, ``n_seeds < 1``, negative variances.
     """
-    if n_bags <= 0 or n_seeds < 1 or v < 0 or (tau2 < 0):
-        raise ValueError(f"need n_bags > 0, n_seeds >= 1, v >= 0, tau2 >= 0; got n_bags={n_bags}, "
-                         f"n_seeds={n_seeds}, v={v}, tau2={tau2}")
-    t = 0.0 if math.isnan(tau2) else tau2
-    S = n_seeds
+    n_bags = check_float(n_bags, "n_bags", gt=0)
+    S = check_int(n_seeds, "n_seeds", ge=1)
+    v, t = check_float(v, "v", ge=0), _tau2(tau2)
     return _z(level) * math.sqrt(((S - 1) * t + (2 * S - 1) * v / n_bags) / S**2)
 
 
@@ -184,11 +188,12 @@ def required_bags(v: float, tau2: float, *, target: float = 0.05, min_seeds: int
         between-seed variance dominates and the few-seed bootstrap interval covers less than
         its nominal rate (docs/power.md measures it): prefer more seeds to more bags there.
     """
-    if not target > 0 or not 1 <= min_seeds <= max_seeds or multiple < 1:
-        raise ValueError(f"need target > 0, 1 <= min_seeds <= max_seeds, multiple >= 1; got "
-                         f"target={target}, min_seeds={min_seeds}, max_seeds={max_seeds}, "
-                         f"multiple={multiple}")
-    z, t = _z(level), (0.0 if math.isnan(tau2) else tau2)
+    target = check_float(target, "target", gt=0)
+    min_seeds = check_int(min_seeds, "min_seeds", ge=1)
+    max_seeds = check_int(max_seeds, "max_seeds", ge=min_seeds)
+    multiple = check_int(multiple, "multiple", ge=1)
+    v = check_float(v, "v", ge=0)
+    z, t = _z(level), _tau2(tau2)
     out = []
     for S in range(min_seeds, max_seeds + 1):
         room = S**2 * (target / z) ** 2 - (S - 1) * t
@@ -258,9 +263,10 @@ def simulate_predictions(*, n_seeds: int, n_pos: int, n_neg: int, mu: dict[str, 
     Returns:
         Rows (dicts with :data:`slamags_core.predictions.COLUMNS`).
     """
-    if not 0 <= rho <= 1 or n_pos < 1 or n_neg < 1 or n_seeds < 1:
-        raise ValueError(f"need 0 <= rho <= 1 and n_pos, n_neg, n_seeds >= 1; got rho={rho}, "
-                         f"n_pos={n_pos}, n_neg={n_neg}, n_seeds={n_seeds}")
+    rho = check_float(rho, "rho", ge=0, le=1)
+    seed_sd = check_float(seed_sd, "seed_sd", ge=0)
+    n_seeds, n_pos, n_neg = (check_int(x, name, ge=1) for x, name in
+                             ((n_seeds, "n_seeds"), (n_pos, "n_pos"), (n_neg, "n_neg")))
     rng = np.random.default_rng(seed)
     phi = np.vectorize(NormalDist().cdf)
     rows = []

@@ -39,6 +39,7 @@ import numpy as np
 
 from slamags_core.metrics import retrieval_metrics
 from slamags_core.utils import atomic_write_text
+from slamags_core.validation import check_float, check_int
 
 PREDICTIONS_DIR = "predictions"
 KEY_COLUMNS: tuple[str, ...] = ("method", "mil", "witness_rate", "seed", "embedding", "stain")
@@ -62,15 +63,11 @@ def predictions_path(out_dir: str | Path, *, method: str, mil: str, witness_rate
                        ("stain", stain)):
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"{what} must be a plain name (letters, digits, _ . -), got {name!r}")
-    stem = f"{method}__{mil}__wr{float(witness_rate):g}__seed{int(seed)}__{embedding}__{stain}"
+    wr, seed = check_float(witness_rate, "witness_rate", gt=0, le=1), check_int(seed, "seed", ge=0)
+    stem = f"{method}__{mil}__wr{wr:g}__seed{seed}__{embedding}__{stain}"
     return Path(out_dir) / PREDICTIONS_DIR / f"{stem}.csv"
 
 
-def _check_key(witness_rate, seed) -> None:
-    if not (isinstance(witness_rate, (int, float)) and 0 < witness_rate <= 1):
-        raise ValueError(f"witness_rate must be in (0, 1], got {witness_rate!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
 
 
 def _as_01(values, what: str, n: int) -> np.ndarray:
@@ -106,7 +103,9 @@ def bag_prediction_rows(*, method: str, mil: str, witness_rate: float, seed: int
         ValueError: mismatched lengths, labels or decisions outside {0, 1}, non-finite scores,
             duplicate bag ids, ``rankings`` without ``instance_labels``, a bad grid key.
     """
-    _check_key(witness_rate, seed)
+    witness_rate = check_float(witness_rate, "witness_rate", gt=0, le=1)
+    seed = check_int(seed, "seed", ge=0)
+    topk_fraction = check_float(topk_fraction, "topk_fraction", gt=0, le=1)
     predictions_path(".", method=method, mil=mil, witness_rate=witness_rate, seed=seed,
                      embedding=embedding, stain=stain)  # validates the names
     ids = np.asarray(bag_ids)

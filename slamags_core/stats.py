@@ -38,6 +38,8 @@ from typing import Sequence
 
 import numpy as np
 
+from slamags_core.validation import check_float, check_int
+
 BOOT_METRICS: tuple[str, ...] = ("bag_f1", "bag_auc", "topk_recall", "topk_precision",
                                  "instance_auroc")
 POSITIVE_BAG_METRICS: tuple[str, ...] = ("topk_recall", "topk_precision", "instance_auroc")
@@ -282,10 +284,8 @@ def hierarchical_bootstrap(cells: dict[tuple[str, float, int], BagArrays], metho
     """
     if metric not in BOOT_METRICS:
         raise ValueError(f"unknown metric {metric!r}; allowed: {BOOT_METRICS}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 100:
-        raise ValueError(f"n_boot must be an integer >= 100, got {n_boot!r}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    n_boot = check_int(n_boot, "n_boot", ge=100)
+    level = check_float(level, "level", gt=0, lt=1)
     methods = [method_a] + ([method_b] if method_b is not None else [])
     have = {m: {(wr, s) for (mm, wr, s) in cells if mm == m} for m in methods}
     for m in methods:
@@ -334,6 +334,8 @@ def run_level_bootstrap(rows: Sequence[dict], method_a: str, method_b: str, colu
     Returns:
         ``{"estimate", "low", "high", "n_seeds", "n_pairs"}`` (NaN when no pair exists).
     """
+    n_boot = check_int(n_boot, "n_boot", ge=1)
+    level = check_float(level, "level", gt=0, lt=1)
     val = {(r["method"], float(r["witness_rate"]), int(r["seed"])): float(r[column])
            for r in rows if r.get(column) is not None and np.isfinite(float(r[column]))}
     pairs = sorted({(wr, s) for (m, wr, s) in val if m == method_a}
@@ -361,6 +363,7 @@ def classify(low: float, high: float, margin: float = DEFAULT_MARGIN) -> str:
         but lies inside ``(-margin, margin)``), ``"inconclusive"`` (contains 0 and reaches
         beyond the margin) or ``"undefined"`` (NaN bounds).
     """
+    margin = check_float(margin, "margin", ge=0)
     if not (np.isfinite(low) and np.isfinite(high)):
         return "undefined"
     if low > 0:

@@ -93,8 +93,13 @@ def test_required_bags_closed_form():
     assert hopeless[0]["n_bags"] is None and hopeless[-1]["n_bags"] is not None
     with pytest.raises(ValueError, match="target"):
         PW.required_bags(0.3, 0.0, target=0)
+    with pytest.raises(ValueError, match="max_seeds"):
+        PW.required_bags(0.3, 0.0, min_seeds=4, max_seeds=3)
     with pytest.raises(ValueError, match="n_bags"):
         PW.half_width(0.3, 0.0, 0, 3)
+    with pytest.raises(ValueError, match="tau2"):
+        PW.half_width(0.3, -0.1, 10, 3)
+    assert PW.half_width(0.3, float("nan"), 10, 3) == PW.half_width(0.3, 0.0, 10, 3)  # unknown
 
 
 def test_required_bags_reach_the_target_in_simulation():

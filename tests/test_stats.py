@@ -247,8 +247,11 @@ def test_bootstrap_errors():
     cells = _cells(rows)
     with pytest.raises(ValueError, match="unknown metric"):
         ST.hierarchical_bootstrap(cells, "a", "b", "accuracy")
-    with pytest.raises(ValueError, match="n_boot"):
-        ST.hierarchical_bootstrap(cells, "a", "b", n_boot=10)
+    for bad in (10, True, 150.5):
+        with pytest.raises(ValueError, match="n_boot"):
+            ST.hierarchical_bootstrap(cells, "a", "b", n_boot=bad)
+    same = ST.hierarchical_bootstrap(cells, "a", "b", n_boot=np.int64(200), level=np.float32(0.9))
+    assert same.replicates.shape == (200, 1) and same.level == pytest.approx(0.9)
     with pytest.raises(ValueError, match="level"):
         ST.hierarchical_bootstrap(cells, "a", "b", level=95)
     with pytest.raises(ValueError, match="no predictions of method 'c'"):
