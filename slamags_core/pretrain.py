@@ -199,11 +199,14 @@ def _setup(method: str, cfg: PretrainConfig, device: torch.device, pos: torch.Te
         head = nn.Linear(encoder.feature_dim, 2) if strategy.head else None
     encoder.to(device)
     head = head.to(device) if head is not None else None
+    if strategy.setup is not None:  # state built from the initial encoder (deep_svdd's centre)
+        head = strategy.setup(encoder, neg, cfg, device)
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:
         encoder.to(memory_format=torch.channels_last)
     fwd = torch.compile(encoder) if cfg.compile and device.type == "cuda" else encoder
-    params = list(encoder.parameters()) + (list(head.parameters()) if head is not None else [])
+    params = [p for p in encoder.parameters() if p.requires_grad]  # deep_svdd freezes BN affine
+    params += list(head.parameters()) if head is not None else []
     opt = _optimizer(params, cfg)
     n_steps = steps_per_epoch(len(pos), len(neg), cfg.batch_size) if strategy.loss_fn else 0
     warm, total = cfg.warmup_epochs * n_steps, cfg.epochs * n_steps
@@ -400,7 +403,8 @@ def pretrain(method: str, pos_images: np.ndarray, neg_images: np.ndarray, cfg: P
     training), ``simclr`` (NT-Xent on all patches), ``weak`` (patch classifier on slide labels,
     linear head on ``h``), ``supcon`` (SupCon with slide labels over two views), ``slam_sum`` /
     ``slam_pcgrad`` / ``slam_ags`` (NT-Xent on slide-positive + similarity loss on
-    slide-negative patches, combined by ``surgery.combine``), and the diagnostic ``sim_only``
+    slide-negative patches, combined by ``surgery.combine``), the one-class competitor
+    ``deep_svdd`` (:mod:`slamags_core.deep_svdd`) and the diagnostic ``sim_only``
     (similarity loss alone, which collapses). ``weak`` never trains the projection head, so
     its ``z`` is a random projection of ``h``: use ``embedding="h"`` with it.
 
