@@ -326,6 +326,11 @@ slider = widgets.FloatLogSlider(value=0.07, base=10, min=-2, max=1, step=0.05,
                                 description="temperature")
 display(widgets.interactive(show_temperature, temp=slider))
 
+# %% [markdown]
+# *What you should see:* at `t = 0.07` one bar, the partner (view 4), holds almost all of anchor
+# 0's weight (the title prints it); in a live kernel, larger `t` spreads the weight over the other
+# views.
+
 # %%
 temps = np.logspace(-2, 1, 40)
 fig = make_subplots(rows=1, cols=2, subplot_titles=("NT-Xent of the toy batch",
