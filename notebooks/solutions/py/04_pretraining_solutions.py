@@ -31,6 +31,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
     import sys
     sys.path.insert(0, os.path.abspath(os.path.join("..", "..")))
 
+import inspect
 import math
 
 import torch
@@ -55,6 +56,26 @@ def std_ratio(E):
 
 # %%
 exercises.check_std_ratio(std_ratio, strict=True)
+
+# %% [markdown]
+# **Which toy matrix of §7 does `std_ratio_min` flag?** The same three matrices, built as in §7:
+# only the complete collapse falls below the threshold; the 3-D subspace keeps a std ratio near
+# that of the spread matrix, so the std ratio alone cannot see dimensional collapse.
+
+# %%
+std_ratio_min = inspect.signature(collapse_report).parameters["std_ratio_min"].default
+gen_demo = torch.Generator().manual_seed(0)
+D_demo = 32
+toys = {
+    "spread": torch.randn(512, D_demo, generator=gen_demo),
+    "3-D subspace": torch.randn(512, 3, generator=gen_demo) @ torch.randn(3, D_demo, generator=gen_demo),
+    "one point + 1 % noise": (torch.randn(1, D_demo, generator=gen_demo)
+                              + 0.01 * torch.randn(512, D_demo, generator=gen_demo)),
+}
+flagged = {name: std_ratio(E) < std_ratio_min for name, E in toys.items()}
+for name, E in toys.items():
+    print(f"{name:>22}: std ratio {std_ratio(E):.3f}  below std_ratio_min = {std_ratio_min}: {flagged[name]}")
+assert flagged == {"spread": False, "3-D subspace": False, "one point + 1 % noise": True}
 
 # %% [markdown]
 # ## Exercise 2 · The effective rank, and dimensional collapse
