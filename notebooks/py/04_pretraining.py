@@ -32,13 +32,16 @@
 # - a **linear probe** on instance labels, a diagnostic the paper lacks;
 # - checkpoints, exact resume, throughput, and how to run the `paper` preset on a GPU.
 #
-# **Run time.** `smoke` (CI): well under a minute on a CPU. `laptop` (the default): about 4-6
-# minutes on an otherwise idle 2-core CPU (six trained strategies of roughly half a minute each,
-# plus the `sim_only` demonstration, embeddings and probes), several times longer on a shared one —
-# §4's table prints each strategy's training time; checkpoints are cached in
-# `data/cache/checkpoints`, so a second run (and notebooks 05-08) reuse them. `paper`: a GPU job
-# of 150 epochs per strategy — `benchmarks/bench_pretrain.py` measures your GPU's throughput; see
-# the last section.
+# **Run time.** Training dominates: seven trainings (six strategies — `random` is not trained —
+# and the `sim_only` demonstration), each timed in §4's table. `smoke` (CI): about 1 min of CPU
+# time (2.5 min wall with an empty cache on this project's 2-core machine, shared with other
+# jobs). `laptop` (the default): 8 epochs over the training patches (§1 prints how many) per
+# strategy. On this project's 2-core CPU one such training took 15-40 s with the machine idle (the
+# README's sweep timing) but 4.5-20 min, about 1.5 h for all seven, with the two cores shared
+# with several other jobs (the checkpoints' `time_s` logs). Checkpoints are cached in
+# `data/cache/checkpoints`, so a second run (and notebooks 05-08) reload them instead of
+# training. `paper`: a GPU job of 150 epochs per strategy — `benchmarks/bench_pretrain.py`
+# measures your GPU's throughput; see the last section.
 #
 # **Notation.** `h` the backbone feature and `z` the projection; `B_pos`, `B_neg` the patches of a
 # step from slide-positive and slide-negative bags; `L_con`, `L_sim` the two SLAM losses; `θ` the
@@ -57,6 +60,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
     import sys
     sys.path.insert(0, os.path.abspath(".."))
 
+import copy
 import dataclasses
 import inspect
 import tempfile
@@ -127,9 +131,9 @@ print(f"{n_steps} steps per epoch; positives per step {sizes[:, 0].min()}-{sizes
 #
 # * **random crop** of `crop_size` (no resize): the cell is not always centred, and two crops of one
 #   patch share the cell but not its exact framing — NT-Xent must match cell content, not pixels;
-# * **horizontal flip** and a **90° rotation** (probability 0.8): a cell on a slide has no "up",
-#   so orientation is nuisance;
-# * **colour jitter** 0.1 (brightness, contrast, saturation, hue; probability 0.8): the stain varies
+# * **horizontal flip** and a **90° rotation**: a cell on a slide has no "up", so orientation is
+#   nuisance;
+# * **colour jitter** (brightness, contrast, saturation, hue): the stain varies
 #   from slide to slide (notebook 01 measured the slide-to-slide colour change against the class
 #   difference). Without jitter the two views of a patch have exactly the same colour, and the
 #   cheapest way for NT-Xent to pick the partner out of `2B − 1` candidates is to match colour:
@@ -141,10 +145,17 @@ print(f"{n_steps} steps per epoch; positives per step {sizes[:, 0].min()}-{sizes
 #   does this; its reason is not stated).
 #
 # `Augmenter` does all of this batched on tensors (on the GPU when there is one), drawing every
-# random number from one seeded generator. Rows below: positive view 1, positive view 2, negative
-# view 1 (centre crop), negative view 2. In a live notebook, move the slider to draw other views.
+# random number from one seeded generator; the cell prints its settings (the paper's, read from the
+# authors' code, with this preset's crop size). Rows below: positive view 1, positive view 2,
+# negative view 1 (centre crop), negative view 2. In a live notebook, move the slider to draw other
+# views.
 
 # %%
+aug_demo = Augmenter.from_config(cfg)
+print(f"random crop {aug_demo.crop_size} px of {pos.shape[1]} px patches;  flip p={aug_demo.p_flip};  "
+      f"90° rotation p={aug_demo.p_rotate};  colour jitter {aug_demo.jitter} with p={aug_demo.p_jitter}")
+
+
 def show_views(seed=0, k=8):
     aug = Augmenter.from_config(cfg, generator=torch.Generator().manual_seed(seed))
     p1, p2 = aug(pos[:k])
@@ -206,7 +217,9 @@ print(f"mean RGB distance between the two views of a patch: {jitter_gap:.3f}")
 # computes, and how their gradients are combined. `simclr`, `weak` and `supcon` forward the whole
 # step at once (`all`); SLAM forwards the positive and the negative patches separately (`pos`,
 # `neg`, both views of a pool in one forward). `sim_only` — the similarity loss alone — is a
-# diagnostic that is not part of the paper's comparison.
+# diagnostic that is not part of the paper's comparison; `deep_svdd` is a one-class competitor
+# beyond the paper (Ruff et al., ICML 2018: pull the features of slide-negative patches towards a
+# fixed centre; `slamags_core.deep_svdd`), which this notebook does not train.
 
 # %%
 table = pd.DataFrame([
@@ -222,9 +235,10 @@ table
 # Why separate forwards for the two pools? The NT-Xent loss only involves the positive patches'
 # projections and the similarity loss only the negatives'. With one forward per pool, each task's
 # backward traverses **only its own graph**, so the two per-task gradients `g_con` and `g_sim`
-# together cost about as much as one backward of the summed loss — AGS is nearly free. (With one
-# forward of the concatenated batch, BatchNorm's batch statistics would couple the two pools and
-# each task's backward would run through the whole batch.)
+# together cost about as much as one backward of the summed loss — AGS is nearly free (§9 names
+# the benchmark that measures the ratio; check it on your machine). (With one forward of the
+# concatenated batch, BatchNorm's batch statistics would couple the two pools and each task's
+# backward would run through the whole batch.)
 #
 # AGS then applies PCGrad — if the two gradients conflict ($g_\text{con}\cdot g_\text{sim}<0$),
 # each is projected onto the normal plane of the other — and rescales the sum to the norm of the
@@ -232,32 +246,44 @@ table
 # initialised encoder, recomputed by hand and checked against `surgery.combine`.
 
 # %%
-torch.manual_seed(cfg.seed)
-enc = build_encoder(cfg)
-params = list(enc.parameters())
-gen = P.epoch_generator(cfg.seed, 0)
-pi, ni = P.epoch_batches(len(pos), len(neg), cfg.batch_size, gen)[0]
-aug = Augmenter.from_config(cfg, generator=gen)
-p1, p2 = aug(pos[pi.numpy()])                    # (B_pos, 3, c, c) each
-n1, n2 = aug(neg[ni.numpy()], center_first=True)  # (B_neg, 3, c, c) each
-_, Z_pos = enc(torch.cat([p1, p2]))              # forward 1: (2 B_pos, proj_dim)
-_, Z_neg = enc(torch.cat([n1, n2]))              # forward 2: (2 B_neg, proj_dim)
-L_con = nt_xent(*Z_pos.chunk(2), cfg.temperature)
-L_sim = similarity_loss(*Z_neg.chunk(2), cfg.temperature)
-g_con, g_sim = surgery.task_gradients([L_con, L_sim], params)   # (P,) each
+def ags_step_by_hand(enc, gen):
+    # One SLAM step on the first batch that `gen` draws: both task gradients, AGS by hand and
+    # by surgery.combine (checked equal); returns the two losses and combine's statistics.
+    params = list(enc.parameters())
+    pi, ni = P.epoch_batches(len(pos), len(neg), cfg.batch_size, gen)[0]
+    aug = Augmenter.from_config(cfg, generator=gen)
+    p1, p2 = aug(pos[pi.numpy()])                    # (B_pos, 3, c, c) each
+    n1, n2 = aug(neg[ni.numpy()], center_first=True)  # (B_neg, 3, c, c) each
+    _, Z_pos = enc(torch.cat([p1, p2]))              # forward 1: (2 B_pos, D_z)
+    _, Z_neg = enc(torch.cat([n1, n2]))              # forward 2: (2 B_neg, D_z)
+    L_con = nt_xent(*Z_pos.chunk(2), cfg.temperature)
+    L_sim = similarity_loss(*Z_neg.chunk(2), cfg.temperature)
+    g_con, g_sim = surgery.task_gradients([L_con, L_sim], params)   # (P,) each
 
-dot = g_con @ g_sim
-g_con_pc = g_con - dot.clamp(max=0) / (g_sim @ g_sim) * g_sim   # PCGrad: project on conflict
-g_sim_pc = g_sim - dot.clamp(max=0) / (g_con @ g_con) * g_con
-by_hand = g_con_pc + g_sim_pc                                   # g_pc
-if dot < 0:                                                     # AGS: rescale to |g_con + g_sim|
-    by_hand = by_hand * (g_con + g_sim).norm() / by_hand.norm()
-g_ags, stats = surgery.combine([g_con, g_sim], "ags", generator=gen)
-assert_close(g_ags, by_hand)
-st = stats.to_dict()
-print(f"L_con={L_con.item():.4f}  L_sim={L_sim.item():.4f}  cos(g_con, g_sim)={st['cosine']:+.3f}  "
-      f"|g_con|={st['task_norms'][0]:.3g}  |g_sim|={st['task_norms'][1]:.3g}")
-print(f"|sum|={st['norm_sum']:.4g}  |PCGrad|={st['norm_surgery']:.4g}  |AGS|={st['norm_out']:.4g}")
+    dot = g_con @ g_sim
+    g_con_pc = g_con - dot.clamp(max=0) / (g_sim @ g_sim) * g_sim   # PCGrad: project on conflict
+    g_sim_pc = g_sim - dot.clamp(max=0) / (g_con @ g_con) * g_con
+    by_hand = g_con_pc + g_sim_pc                                   # g_pc
+    if dot < 0:                                                     # AGS: rescale to |g_con + g_sim|
+        by_hand = by_hand * (g_con + g_sim).norm() / by_hand.norm()
+    g_ags, stats = surgery.combine([g_con, g_sim], "ags", generator=gen)
+    assert_close(g_ags, by_hand)
+    st = stats.to_dict()
+    print(f"L_con={L_con.item():.4f}  L_sim={L_sim.item():.4f}  cos(g_con, g_sim)={st['cosine']:+.3f}  "
+          f"|g_con|={st['task_norms'][0]:.3g}  |g_sim|={st['task_norms'][1]:.3g}")
+    print(f"|sum|={st['norm_sum']:.4g}  |PCGrad|={st['norm_surgery']:.4g}  |AGS|={st['norm_out']:.4g}  "
+          f"projected: {bool(dot < 0)}")
+    return L_con, L_sim, st
+
+
+torch.manual_seed(cfg.seed)
+_ = ags_step_by_hand(build_encoder(cfg), P.epoch_generator(cfg.seed, 0))
+
+# %% [markdown]
+# *What you should see:* `projected: False` is possible here — at initialisation the two task
+# gradients need not conflict yet (cosine ≥ 0), and then PCGrad and AGS return the plain sum (the
+# three norms agree). §6 shows how often they conflict during training, and repeats this check on
+# a step of the trained encoder.
 
 # %% [markdown]
 # ## 4 · Train every strategy
@@ -317,11 +343,33 @@ fig.update_yaxes(type="log", col=2)
 fig.update_layout(height=380)
 fig.show()
 
+
+def chance(m):  # NT-Xent's chance level log(2B - 1), averaged over the steps of an epoch
+    b = sizes[:, 0] if "pos" in STRATEGIES[m].groups else sizes.sum(1)  # SLAM: B_pos; simclr: all
+    return float(np.log(2 * b - 1).mean())
+
+
+loss_table = {}
+for m, r in results.items():
+    h = pd.DataFrame(r.history)
+    last = h[h["epoch"] == h["epoch"].max()] if len(h) else h
+    row = {}
+    if "loss_con" in h:
+        row.update({"L_con chance": chance(m), "L_con step 0": h["loss_con"].iloc[0],
+                    "L_con last epoch": last["loss_con"].mean()})
+    if "loss_sim" in h:
+        row.update({"L_sim step 0": h["loss_sim"].iloc[0], "L_sim last epoch": last["loss_sim"].mean()})
+        row["L_sim fell by (x)"] = row["L_sim step 0"] / row["L_sim last epoch"]
+    if row:
+        loss_table[m] = row
+pd.DataFrame(loss_table).T.round(4)
+
 # %% [markdown]
-# *What you should see:* every NT-Xent curve starts near its chance level `log(2B − 1)`; compare how
-# far `simclr`'s falls with how far the SLAM variants' fall (their final values are in §8's
-# table). The similarity-loss curves (log axis) of the SLAM variants and `sim_only` fall by one or
-# more orders of magnitude. A falling loss says nothing yet about collapse — §7 does.
+# *What you should see:* every NT-Xent curve starts near its chance level `log(2B − 1)` (the table
+# sets the first step beside it; `B` is `B_pos` for SLAM, the whole step for `simclr`); compare how
+# far `simclr`'s falls in the last epoch with how far the SLAM variants' fall. The similarity-loss
+# curves (log axis) of the SLAM variants and `sim_only` fall by the factor in the table's last
+# column. A falling loss says nothing yet about collapse — §7 does.
 #
 # ## 6 · Gradient conflict over training
 #
@@ -344,15 +392,29 @@ fig.add_hline(y=0, line_color="grey", col=1)
 fig.update_yaxes(type="log", col=2)
 fig.update_layout(height=380)
 fig.show()
+ratio = ags_hist["norm_surgery"] / ags_hist["norm_sum"]
+print(f"slam_ags: |g_pc| / |g_sum| median {ratio.median():.3f} (range {ratio.min():.3f}-{ratio.max():.3f}); "
+      f"|g_ags| / |g_sum| max deviation from 1: {(ags_hist['norm_out'] / ags_hist['norm_sum'] - 1).abs().max():.1e}")
 pd.DataFrame({m: {"mean cosine": np.mean([r["cosine"] for r in results[m].history]),
                   "conflicting steps": np.mean([r["conflict"] for r in results[m].history]),
                   "projected steps": np.mean([r["projected"] for r in results[m].history])}
               for m in slam}).T.round(3)
 
 # %% [markdown]
-# *What you should see:* left, the cosine of every SLAM variant below zero on most steps (the
-# table's "conflicting steps"); right, `norm_out` on top of `norm_sum` (AGS keeps the sum's norm)
-# and `norm_surgery` (PCGrad) above both where the tasks cancel.
+# *What you should see:* left, the cosine of every SLAM variant below zero on most steps (check the
+# table's "conflicting steps"); right, `norm_out` on top of `norm_sum` (AGS keeps the sum's norm:
+# the printed deviation is rounding) and `norm_surgery` (PCGrad's) off that line — above it when
+# removing the conflicting components un-cancels the two tasks, below it when one task's gradient
+# is much larger than the other's (notebook 03, §2); the printed median ratio says which.
+
+# %% [markdown]
+# The hand computation of §3 on one step of the **trained** `slam_ags` encoder (a copy in train
+# mode, as during training; the batch is the first of epoch 1). Check `projected`: on a step
+# where the gradients conflict, the assertion inside now tests the projection and the rescale.
+
+# %%
+trained_copy = copy.deepcopy(results["slam_ags"].encoder).cpu().train()  # results stay untouched
+_ = ags_step_by_hand(trained_copy, P.epoch_generator(cfg.seed, 1))
 
 # %% [markdown]
 # ## 7 · Collapse monitor
@@ -462,9 +524,9 @@ probe.pivot(index="method", columns="embedding",
             values=["auroc", "balanced_accuracy"]).round(3)
 
 # %% [markdown]
-# *What you should see:* bars above the 0.5 chance line for every method, including the untrained
-# `random` encoder (random convolutions already see size and colour); read the table for how much
-# each pretraining adds to `random`, and whether `h` or `z` probes better for each method.
+# *What you should see:* check that the bars stand above the 0.5 chance line, the untrained
+# `random` encoder's included (random convolutions already see size and colour); read the table for
+# how much each pretraining adds to `random`, and whether `h` or `z` probes better for each method.
 
 
 # %% [markdown]
@@ -472,8 +534,10 @@ probe.pivot(index="method", columns="embedding",
 #
 # The paper's claim is that AGS stabilises SLAM and prevents collapse. The cell below puts
 # `slam_sum` and `slam_ags` side by side on every number this notebook measured; read it for your
-# preset rather than trusting the prose. Remember that one seed at a small scale is one sample:
-# differences of a few hundredths in a probe AUROC are within seed-to-seed noise (try `seed=1`).
+# preset rather than trusting the prose. Remember that one seed at a small scale is one sample and
+# gives no verdict: how far two seeds of the same method differ is something to measure, not to
+# assume — rerun with `seed=1` and set the change beside the gap between the two columns
+# (notebook 08 compares methods over several seeds with confidence intervals).
 
 # %%
 def summary(m):
@@ -539,13 +603,25 @@ speed
 #
 # ## 10 · Running the `paper` preset on a GPU
 #
-# The `paper` preset is the paper's scale: ResNet-18 from scratch with the 512-512-512 projection
-# head, 224 px random crops of 250 px patches, batches of 256, SGD lr 1e-3 with 10 warm-up epochs
-# and cosine decay, 150 epochs, bags of 1000 cells. The same engine runs it on CUDA with bfloat16
-# autocast and channels-last memory (optionally `torch.compile`, `PretrainConfig(compile=True)`),
-# and on Apple-silicon GPUs (MPS, without autocast). Pools up to 4 GiB are copied to the GPU once;
+# The `paper` preset is the paper's scale, printed by the next cell from `get_preset("paper")`:
+# ResNet-18 from scratch with a Linear–ReLU–Linear projection head, random crops of the full-size
+# patches without resize, SGD with warm-up and cosine decay, and the paper's bag size. The same
+# engine runs it on CUDA with bfloat16 autocast and channels-last memory (optionally
+# `torch.compile`, `PretrainConfig(compile=True)`), and on Apple-silicon GPUs (MPS, without
+# autocast). Pools up to `pretrain.POOLS_ON_DEVICE_MAX_BYTES` (4 GiB) are copied to the GPU once;
 # larger ones stay in pinned CPU memory and are transferred batch by batch.
-#
+
+# %%
+paper = get_preset("paper")
+pc = paper.pretrain
+D_h = build_encoder(pc).feature_dim  # built on the CPU, never trained here
+print(f"paper preset: {pc.encoder}, h of {D_h} dims -> z of {pc.proj_dim}; crops of {pc.crop_size} px "
+      f"from {paper.cells.image_size} px patches; batches of {pc.batch_size}; {pc.optimizer} lr "
+      f"{pc.lr:g}, momentum {pc.momentum}, weight decay {pc.weight_decay:g}; {pc.warmup_epochs} "
+      f"warm-up epochs of {pc.epochs}; t = {pc.temperature}; bags of {paper.bags.bag_size} cells; "
+      f"seeds {paper.seeds}")
+
+# %% [markdown]
 # ```bash
 # # on a CUDA machine, from the repository root
 # SLAMAGS_PRESET=paper jupyter nbconvert --to notebook --execute notebooks/04_pretraining.ipynb \
