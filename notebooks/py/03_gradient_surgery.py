@@ -34,8 +34,9 @@
 # after surgery, a per-layer view, and loss curves with and without AGS. When AGS changes
 # nothing, and what the norm rescale buys.
 #
-# **Run time.** smoke: ~15 s on a 2-core CPU. laptop (default): ~2-3 min on a CPU (two short
-# pretraining runs of 2 epochs), seconds on a GPU.
+# **Run time.** `smoke`: under a minute. `laptop` (default): two short pretraining runs of 2
+# epochs dominate — 10 min wall clock (4.3 min of CPU time) on this project's 2-core machine while
+# it was shared with other jobs, less on an idle one or a GPU.
 #
 # **Notation.** `θ` the parameters, `g_i = ∇_θ L_i` the gradient of task `i` (SLAM's two tasks are
 # *con* and *sim*; the 2-D toy's are numbered 1 and 2), `g̃_i` after PCGrad's projections, `g_sum`,
