@@ -239,11 +239,17 @@ class PatchPool:
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * self.images.itemsize
 
-    def read(self, positions) -> np.ndarray:
-        """Patches at ``positions`` (ints into the pool) as a new ``(k, H, W, 3)`` array."""
+    def read(self, positions, out: np.ndarray | None = None) -> np.ndarray:
+        """Patches at ``positions`` (ints into the pool) as a ``(k, H, W, 3)`` array.
+
+        Args:
+            positions: ``(k,)`` positions in the pool.
+            out: optional ``(k, H, W, 3)`` uint8 array to fill (e.g. pinned memory).
+        """
         rows = self.index[np.asarray(positions, dtype=np.int64)]
         order = np.argsort(rows, kind="stable")
-        out = np.empty((len(rows), *self.images.shape[1:]), dtype=self.images.dtype)
+        if out is None:
+            out = np.empty((len(rows), *self.images.shape[1:]), dtype=self.images.dtype)
         out[order] = self.images[rows[order]]  # ascending rows: sequential reads of the file
         return out
 
