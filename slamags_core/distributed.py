@@ -196,3 +196,9 @@ def new_group(ctx: DistContext):
     """A process group of all ranks for the loss's gathers, apart from DDP's gradient traffic
     (collective on every rank); ``None`` for one process."""
     return dist.new_group() if ctx.enabled else None
+
+
+def destroy_group(group) -> None:
+    """Release a group made by :func:`new_group` (its communicators hold device memory)."""
+    if group is not None:
+        dist.destroy_process_group(group)

@@ -37,6 +37,7 @@ Several processes (``torchrun``): see :mod:`slamags_core.distributed`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -382,6 +383,23 @@ def _held_sample(pools: _Pools, cfg: PretrainConfig) -> torch.Tensor:
     return torch.cat([pools.read(0, ip), pools.read(1, ineg)])
 
 
+def _unused_parameters(net: _Net, strategy: Strategy, cfg: PretrainConfig) -> list[str]:
+    """Parameters the strategy's losses never reach (e.g. weak's projection head), found by one
+    backward of a copy of the modules on a tiny random batch (CPU, nothing of the run changes).
+
+    They are frozen, so DDP does not wait for gradients that never come; an optimiser skips
+    parameters without a gradient anyway, so a single process trains exactly as before.
+    """
+    probe = copy.deepcopy(net).cpu().train()
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.rand(4, 3, cfg.crop_size, cfg.crop_size, generator=g) for _ in strategy.groups]
+    out = dict(zip(strategy.groups, probe(xs)))  # 2 patches x 2 views per group
+    losses = strategy.loss_fn(out, torch.tensor([1, 0]), cfg, probe.head)
+    named = list(probe.named_parameters())
+    grads = torch.autograd.grad(sum(losses.values()), [p for _, p in named], allow_unused=True)
+    return [n for (n, _), gr in zip(named, grads) if gr is None]
+
+
 def _compile(module, cfg: PretrainConfig, device: torch.device):
     """``torch.compile`` when asked for and on CUDA (tests patch this to compile on the CPU)."""
     return torch.compile(module) if cfg.compile and device.type == "cuda" else module
@@ -394,29 +412,30 @@ def _setup(method: str, cfg: PretrainConfig, device: torch.device, pos, neg,
         torch.manual_seed(cfg.seed)
         encoder = build_encoder(cfg)
         head = nn.Linear(encoder.feature_dim, 2) if strategy.head else None
+    net = _Net(encoder, head)
+    trains = strategy.loss_fn is not None
+    per_task = strategy.surgery is not None and (strategy.surgery != "sum" or cfg.surgery_stats)
+    if trains and not per_task:
+        for name in _unused_parameters(net, strategy, cfg):
+            net.get_parameter(name).requires_grad_(False)
     sync_bn = ctx.enabled and device.type == "cuda"
     if sync_bn:  # global batch statistics (see docs/scale.md)
-        encoder = nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
-    encoder.to(device)
-    head = head.to(device) if head is not None else None
+        net.encoder = encoder = nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
+    net.to(device)
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:
         encoder.to(memory_format=torch.channels_last)
-    net = _Net(encoder, head)
-    params = list(net.parameters())
+    params = [p for p in net.parameters() if p.requires_grad]
     opt = _optimizer(params, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))
-    trains = strategy.loss_fn is not None
-    per_task = strategy.surgery is not None and (strategy.surgery != "sum" or cfg.surgery_stats)
     sampler = BatchSampler(len(pos), len(neg), cfg.batch_size, cfg.seed, ctx.world_size) \
         if trains else None
     pools = _Pools(pos, neg, device, cfg.pool_placement)
     single = net
     if ctx.enabled and trains and not per_task:
         single = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None,
-            static_graph=True)  # static: weak's projector never gets a gradient
+            net, device_ids=[device.index] if device.type == "cuda" else None)
     return _Run(method, strategy, cfg, device, ctx, encoder, head, _compile(single, cfg, device),
                 _compile(encoder, cfg, device), per_task, params, opt, sched,
                 Augmenter.from_config(cfg, device), sampler, pools, _held_sample(pools, cfg),
@@ -706,6 +725,7 @@ def pretrain(method: str, pos_images, neg_images, cfg: PretrainConfig, *, device
             history, summaries, ckpt = _train(run, out_dir, resume, progress, stop_after, data)
         finally:
             run.pools.close()
+            D.destroy_group(run.group)
     run.encoder.eval()
     return PretrainResult(_plain_encoder(run).eval(), method, history, summaries, ckpt, run.head)
 
