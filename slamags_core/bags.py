@@ -20,6 +20,7 @@ set that loads as complete.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -37,6 +38,7 @@ import numpy as np
 from slamags_core import synthetic
 from slamags_core.config import BagConfig, CellConfig
 from slamags_core.utils import cache_dir, config_hash, to_jsonable
+from slamags_core.validation import check_float, check_int
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 _FORMAT_VERSION = 2  # 2: folder of .npy + manifest.json (memory-mapped); 1: one .npz (in RAM)
@@ -62,18 +64,12 @@ class CellSource(Protocol):
         """JSON description that identifies the source's content (part of the cache key)."""
 
 
-def _require_int(value, what: str, minimum: int) -> None:
-    """ValueError unless ``value`` is an integer (not a bool) >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer)) \
-            or int(value) != value or value < minimum:
-        raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_counts(counts: Mapping[str, int], class_names: tuple[str, ...]) -> None:
-    for name, n in counts.items():
+def _check_counts(counts: Mapping[str, int], class_names: tuple[str, ...]) -> dict[str, int]:
+    """The counts as plain ints >= 0, after checking every class name and count."""
+    for name in counts:
         if name not in class_names:
             raise ValueError(f"unknown cell class {name!r}; allowed: {list(class_names)}")
-        _require_int(n, f"cell count for {name!r}", 0)
+    return {name: check_int(n, f"cell count for {name!r}", ge=0) for name, n in counts.items()}
 
 
 class SyntheticSource:
@@ -84,13 +80,13 @@ class SyntheticSource:
     """
 
     def __init__(self, cfg: CellConfig):
-        self.cfg = cfg
+        self.cfg = synthetic.check_cell_config(cfg)
         self.class_names = tuple(synthetic.CLASS_NAMES)
         _check_counts({cfg.negative_class: 0, cfg.witness_class: 0}, self.class_names)
         self._next_id = 0
 
     def sample_slide(self, counts, rng):
-        _check_counts(counts, self.class_names)
+        counts = _check_counts(counts, self.class_names)
         types = np.concatenate(
             [np.full(int(n), name, dtype=f"<U{max(len(name), 1)}") for name, n in counts.items()]
         ).astype("<U16")
@@ -141,7 +137,7 @@ class PoolSource:
         return {c: len(idx) for c, idx in self._remaining.items()}
 
     def sample_slide(self, counts, rng):
-        _check_counts(counts, self.class_names)
+        counts = _check_counts(counts, self.class_names)
         for c, n in counts.items():
             if n > len(self._remaining[c]):
                 raise ValueError(
@@ -169,25 +165,29 @@ def n_witnesses(bag_size: int, witness_rate: float) -> int:
         ValueError: if ``witness_rate`` is outside (0, 1], ``bag_size < 1``, or the count rounds
             to zero (the bag is too small to hold a single witness at this rate).
     """
-    _require_int(bag_size, "bag_size", 1)
-    if not (isinstance(witness_rate, (int, float)) and 0 < witness_rate <= 1):
-        raise ValueError(f"witness_rate must be in (0, 1], got {witness_rate!r}")
+    bag_size = check_int(bag_size, "bag_size", ge=1)
+    witness_rate = check_float(witness_rate, "witness_rate", gt=0, le=1)
     k = math.floor(witness_rate * bag_size + 0.5)
     if k == 0:
         need = math.ceil(0.5 / witness_rate)
+        while math.floor(witness_rate * need + 0.5) == 0:  # guard against float round-off
+            need += 1
         raise ValueError(
             f"witness_rate {witness_rate} x bag_size {bag_size} = {witness_rate * bag_size:g} rounds "
             f"to 0 witnesses; use bag_size >= {need} for this witness rate")
     return int(k)
 
 
-def _check_bag_config(cfg: BagConfig) -> None:
-    for name in ("n_train", "n_val", "n_test"):
-        _require_int(getattr(cfg, name), name, 0)
-    if cfg.n_train + cfg.n_val + cfg.n_test == 0:
+def _check_bag_config(cfg: BagConfig) -> BagConfig:
+    """The config with every number validated and turned into a plain int / float."""
+    counts = {name: check_int(getattr(cfg, name), name, ge=0)
+              for name in ("n_train", "n_val", "n_test", "seed")}
+    if counts["n_train"] + counts["n_val"] + counts["n_test"] == 0:
         raise ValueError("n_train + n_val + n_test is 0: at least one bag is needed")
-    if not 0 <= cfg.positive_fraction <= 1:
-        raise ValueError(f"positive_fraction must be in [0, 1], got {cfg.positive_fraction!r}")
+    return dataclasses.replace(
+        cfg, **counts, bag_size=check_int(cfg.bag_size, "bag_size", ge=1),
+        witness_rate=check_float(cfg.witness_rate, "witness_rate", gt=0, le=1),
+        positive_fraction=check_float(cfg.positive_fraction, "positive_fraction", ge=0, le=1))
 
 
 class PatchPool:
@@ -299,8 +299,7 @@ class BagSet:
 
     def bag_cells(self, i: int) -> np.ndarray:
         """Indices (into the cell arrays) of the cells of bag ``i``."""
-        if not 0 <= i < self.n_bags:
-            raise ValueError(f"bag id {i} out of range [0, {self.n_bags})")
+        i = check_int(i, "bag id", ge=0, le=self.n_bags - 1)
         return np.flatnonzero(self.bag_index == i)
 
     def split_bags(self, split: str) -> np.ndarray:
@@ -458,7 +457,7 @@ def build_bags(source: CellSource, cfg: BagConfig, *, negative_class: str = "LYT
             pool with too few cells (checked before anything is drawn).
         FileExistsError: ``out`` already holds a complete bag set.
     """
-    _check_bag_config(cfg)
+    cfg = _check_bag_config(cfg)
     k = n_witnesses(cfg.bag_size, cfg.witness_rate)
     for name in (negative_class, witness_class):
         if name not in source.class_names:
@@ -533,6 +532,7 @@ def _cache_key(cells: CellConfig, bags: BagConfig, source: CellSource, version: 
 def bags_cache_path(cells: CellConfig, bags: BagConfig, source: CellSource | None = None,
                     root: str | Path | None = None) -> Path:
     """Cache folder of the bag set defined by the full config (source + bags + format)."""
+    bags = _check_bag_config(bags)  # plain numbers: 8.0 and np.int64(8) share the folder of 8
     source = source if source is not None else SyntheticSource(cells)
     key = _cache_key(cells, bags, source, _FORMAT_VERSION)
     return Path(root if root is not None else cache_dir() / "bags") / f"bags-{key}"

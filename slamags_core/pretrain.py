@@ -65,6 +65,7 @@ from slamags_core.encoders import Encoder, autocast, build_encoder, uses_amp
 from slamags_core.monitor import collapse_report, warn_if_collapsed
 from slamags_core.strategies import ENGINE_METHODS, STRATEGIES, Strategy
 from slamags_core.utils import atomic_torch_save, atomic_write_text, get_device
+from slamags_core.validation import check_float, check_int
 
 POOL_FREE_FRACTION = 0.5        # pools go to the GPU when they need <= this share of its free memory
 MPS_POOL_MAX_BYTES = 4 * 2**30  # MPS cannot report free memory: a fixed limit
@@ -84,14 +85,16 @@ def batch_shares(n_pos: int, n_neg: int, batch_size: int, world_size: int = 1) -
     """Positive and negative patches of every step, in proportion to the pool sizes.
 
     Each share is a multiple of ``world_size`` (every process gets the same number) and >= 2
-    (the contrastive losses need two patches).
+    (the contrastive losses need two patches). A pool smaller than its share contributes all
+    its patches (a step never repeats a patch), so the step is then smaller than batch_size.
 
     Raises:
         ValueError: for a batch_size that is too small or not a multiple of ``world_size``, or a
-            pool smaller than its share (a step may not repeat a patch).
+            pool with fewer than 2 patches (per process).
     """
-    if world_size < 1:
-        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    n_pos, n_neg = check_int(n_pos, "n_pos", ge=0), check_int(n_neg, "n_neg", ge=0)
+    batch_size = check_int(batch_size, "batch_size", ge=4)
+    world_size = check_int(world_size, "world_size", ge=1)
     lo = world_size * math.ceil(2 / world_size)  # smallest multiple of world_size >= 2
     if batch_size % world_size or batch_size < 2 * lo:
         raise ValueError(f"batch_size must be a multiple of the {world_size} process(es) and "
@@ -101,10 +104,13 @@ def batch_shares(n_pos: int, n_neg: int, batch_size: int, world_size: int = 1) -
     b_pos = math.floor(batch_size * n_pos / (n_pos + n_neg) / world_size + 0.5) * world_size
     b_pos = min(max(b_pos, lo), batch_size - lo)
     b_neg = batch_size - b_pos
-    if b_pos > n_pos or b_neg > n_neg:
-        raise ValueError(f"pools of {n_pos} positive / {n_neg} negative patches are too small for "
-                         f"steps of {b_pos} + {b_neg} patches (batch_size={batch_size}): a step "
-                         f"may not repeat a patch; lower batch_size or provide more patches")
+    # a step never repeats a patch: a pool smaller than its share gives all it has (per process)
+    b_pos = min(b_pos, n_pos // world_size * world_size)
+    b_neg = min(b_neg, n_neg // world_size * world_size)
+    if min(b_pos, b_neg) < lo:
+        raise ValueError(f"pools of {n_pos} positive / {n_neg} negative patches are too small: "
+                         f"each step needs >= {lo} patches of each pool ({world_size} "
+                         f"process(es)); provide more patches")
     return b_pos, b_neg
 
 
@@ -177,22 +183,26 @@ def _optimizer(params: list[nn.Parameter], cfg: PretrainConfig) -> torch.optim.O
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; allowed: ('sgd', 'adamw')")
 
 
-def _check_config(method: str, cfg: PretrainConfig) -> None:
+def _check_config(method: str, cfg: PretrainConfig) -> PretrainConfig:
+    """``cfg`` with every number validated (ValueError naming it) and made a plain int / float."""
     if method not in STRATEGIES:
         raise ValueError(f"unknown method {method!r}; allowed: {ENGINE_METHODS}")
-    if cfg.steps < 1 or not 0 <= cfg.warmup_steps <= cfg.steps:
-        raise ValueError(f"need steps >= 1 and 0 <= warmup_steps <= steps, got "
-                         f"steps={cfg.steps}, warmup_steps={cfg.warmup_steps}")
-    if cfg.checkpoint_every < 1 or cfg.log_every < 1:
-        raise ValueError(f"need checkpoint_every >= 1 and log_every >= 1, got "
-                         f"{cfg.checkpoint_every} and {cfg.log_every}")
-    if not cfg.lr > 0 or cfg.temperature <= 0 or cfg.monitor_size < 2:
-        raise ValueError(f"need lr > 0, temperature > 0, monitor_size >= 2; got lr={cfg.lr}, "
-                         f"temperature={cfg.temperature}, monitor_size={cfg.monitor_size}")
     if cfg.embedding not in ("h", "z"):
         raise ValueError(f"embedding must be 'h' or 'z', got {cfg.embedding!r}")
     if cfg.pool_placement not in PLACEMENTS:
         raise ValueError(f"pool_placement must be one of {PLACEMENTS}, got {cfg.pool_placement!r}")
+    steps = check_int(cfg.steps, "steps", ge=1)
+    smallest = {"width": 1, "crop_size": 1, "proj_dim": 1, "batch_size": 4, "monitor_size": 2,
+                "checkpoint_every": 1, "log_every": 1,
+                "seed": 0}  # the other integer fields and their smallest allowed value
+    return dataclasses.replace(
+        cfg, steps=steps,
+        warmup_steps=check_int(cfg.warmup_steps, "warmup_steps", ge=0, le=steps),
+        **{f: check_int(getattr(cfg, f), f, ge=low) for f, low in smallest.items()},
+        lr=check_float(cfg.lr, "lr", gt=0),
+        momentum=check_float(cfg.momentum, "momentum", ge=0),
+        weight_decay=check_float(cfg.weight_decay, "weight_decay", ge=0),
+        temperature=check_float(cfg.temperature, "temperature", gt=0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -713,7 +723,7 @@ def pretrain(method: str, pos_images, neg_images, cfg: PretrainConfig, *, device
         NonFiniteLossError: a loss became NaN/inf (names the step and strategy; the last
             good checkpoint is left in place).
     """
-    _check_config(method, cfg)
+    cfg = _check_config(method, cfg)
     ctx = D.current() if dist is None else dist
     device = D.device_for(ctx, torch.device(device) if device is not None
                           else get_device(cfg.device))

@@ -50,8 +50,10 @@ def test_shares_are_proportional_and_fixed():
     assert P.batch_shares(10, 10_000, 64) == (2, 62)  # at least two of each pool
     assert P.batch_shares(30, 90, 16, world_size=4) == (4, 12)
     assert P.batch_shares(33, 90, 16, world_size=4) == (4, 12)  # multiples of the 4 processes
+    assert P.batch_shares(3, 40, 64) == (3, 40)  # small pools: all they have, no repeats
+    assert P.batch_shares(5, 40, 64, world_size=2) == (4, 40)
     with pytest.raises(ValueError, match="too small"):
-        P.batch_shares(3, 40, 64)
+        P.batch_shares(1, 40, 64)
     with pytest.raises(ValueError, match="multiple of the 3"):
         P.batch_shares(100, 100, 16, world_size=3)
     with pytest.raises(ValueError, match="batch_size"):
