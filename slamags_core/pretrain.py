@@ -120,6 +120,16 @@ def seeded_generator(*key: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
+def augmentation_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """The generator of step ``step``'s augmentations on process ``rank``."""
+    return seeded_generator(seed, step, _AUG, rank)
+
+
+def surgery_generator(seed: int, step: int) -> torch.Generator:
+    """The generator of step ``step``'s random task order (shared by every process)."""
+    return seeded_generator(seed, step, _SURGERY)
+
+
 class BatchSampler:
     """The patches of every step: fixed shares of the two pools from shuffled passes.
 
@@ -526,7 +536,7 @@ def _step(run: _Run, step: int, end: int | None = None) -> tuple[int, dict, list
     if end is not None and step + 1 < end:
         ahead = (step + 1, *run.sampler.shard(step + 1, ctx.rank))
     pos, neg = run.pools.batch(step, pi, ni, ahead)
-    run.aug.generator = seeded_generator(cfg.seed, step, _AUG, ctx.rank)  # per-rank stream
+    run.aug.generator = augmentation_generator(cfg.seed, step, ctx.rank)  # per-rank stream
     xs = []
     for g in run.strategy.groups:
         if g == "all":
@@ -547,7 +557,7 @@ def _step(run: _Run, step: int, end: int | None = None) -> tuple[int, dict, list
     host = {"lr": run.opt.param_groups[0]["lr"]}
     vals = {f"loss_{k}": v.detach() for k, v in losses.items()}
     if run.per_task:
-        vals.update(_per_task_backward(run, losses, seeded_generator(cfg.seed, step, _SURGERY)))
+        vals.update(_per_task_backward(run, losses, surgery_generator(cfg.seed, step)))
     else:
         run.opt.zero_grad(set_to_none=True)
         sum(losses.values()).backward()

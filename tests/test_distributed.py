@@ -124,7 +124,7 @@ def _reference_grads(method):
     for r in range(WORLD):
         pi, ni = sampler.shard(0, r)
         p, n = torch.from_numpy(pos[pi.numpy()]), torch.from_numpy(neg[ni.numpy()])
-        aug = Augmenter.from_config(CFG, generator=P.seeded_generator(CFG.seed, 0, P._AUG, r))
+        aug = Augmenter.from_config(CFG, generator=P.augmentation_generator(CFG.seed, 0, r))
         for g in strategy.groups:
             v1, v2 = aug(torch.cat([p, n])) if g == "all" else aug(p) if g == "pos" else \
                 aug(n, center_first=strategy.center_neg)
@@ -140,7 +140,7 @@ def _reference_grads(method):
         sum(losses.values()).backward()
         return _flat_grads(params)
     G = surgery.stacked_task_gradients(list(losses.values()), params)
-    g, _ = surgery.combine(G, strategy.surgery, generator=P.seeded_generator(CFG.seed, 0, P._SURGERY))
+    g, _ = surgery.combine(G, strategy.surgery, generator=P.surgery_generator(CFG.seed, 0))
     return g
 
 

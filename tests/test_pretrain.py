@@ -156,7 +156,7 @@ def _manual_ags_step(cfg, pos, neg):
     enc = build_encoder(cfg)
     params = list(enc.parameters())
     pi, ni = P.BatchSampler(len(pos), len(neg), cfg.batch_size, cfg.seed).batch(0)
-    aug = Augmenter(cfg.crop_size, generator=P.seeded_generator(cfg.seed, 0, P._AUG, 0))
+    aug = Augmenter(cfg.crop_size, generator=P.augmentation_generator(cfg.seed, 0))
     p1, p2 = aug(pos[pi.numpy()])
     n1, n2 = aug(neg[ni.numpy()], center_first=True)
     _, zp = enc(torch.cat([p1, p2]))
