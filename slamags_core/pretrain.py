@@ -270,7 +270,8 @@ class _Pools:
         nbytes = sum(p.nbytes for p in self.host if isinstance(p, PatchPool))
         if all(isinstance(p, torch.Tensor) for p in self.host):
             self.dev = self.host
-        elif _pools_fit(nbytes, device, placement):
+        elif any(isinstance(p, torch.Tensor) for p in self.host) or \
+                _pools_fit(nbytes, device, placement):  # one pool given on the device: both
             self.dev = tuple(p if isinstance(p, torch.Tensor) else _upload(p, device)
                              for p in self.host)
         else:
