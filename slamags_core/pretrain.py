@@ -659,7 +659,9 @@ def _begin(run: _Run, ckpt: Path | None, resume: bool, data: dict
     """Restore ``(history, summaries, start_step)`` from the checkpoint, or start afresh."""
     main = run.ctx.is_main
     log = ckpt.with_name(LOG_NAME) if ckpt is not None else None
-    if ckpt is not None and resume and ckpt.exists():
+    exists = ckpt is not None and resume and ckpt.exists()
+    D.barrier(run.ctx)  # every rank has decided before rank 0 writes anything below
+    if exists:
         saved = load_checkpoint(ckpt, run.device)
         check_compatible(saved, run.cfg, run.method, data, ckpt)
         history, summaries, start = _restore(run, saved, ckpt)
