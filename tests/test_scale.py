@@ -2,6 +2,7 @@
 what a training step may not do (read values back from the device), torch.compile's graphs."""
 import dataclasses
 import inspect
+import os
 import warnings
 
 import numpy as np
@@ -14,7 +15,9 @@ from slamags_core.bags import PatchPool, SyntheticSource, build_bags
 from slamags_core.checkpoint import load_encoder
 from slamags_core.config import BagConfig, CellConfig, PretrainConfig, get_preset
 from slamags_core.embed import embed_images
+from slamags_core.encoders import GlobalAvgPool, build_encoder
 from slamags_core.monitor import CollapseWarning
+from slamags_core.strategies import STRATEGIES
 
 TINY = PretrainConfig(encoder="tiny_cnn", width=4, crop_size=12, proj_dim=8, steps=4,
                       batch_size=16, lr=0.05, warmup_steps=0, checkpoint_every=2, log_every=1,
@@ -136,3 +139,39 @@ def test_compiled_encoder_runs_the_per_task_gradients(monkeypatch):
     monkeypatch.undo()
     assert seen == [False] * 4
     torch.testing.assert_close(_weights(res.encoder), _weights(ref.encoder), rtol=1e-4, atol=1e-5)
+
+
+def test_deterministic_mode_sets_and_restores_the_cuda_backend_flags(monkeypatch):
+    """The flags are process-wide: set for the run, restored after it (no GPU needed to check)."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    cudnn = torch.backends.cudnn
+    before = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
+    cuda = torch.device("cuda")
+    with P._backend_settings(dataclasses.replace(TINY, deterministic=True), cuda):
+        assert (cudnn.benchmark, cudnn.deterministic) == (False, True)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert (cudnn.benchmark, cudnn.deterministic,
+            torch.are_deterministic_algorithms_enabled()) == before
+    with P._backend_settings(TINY, cuda):  # default: autotuned convolutions (fixed shapes)
+        assert cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
+    assert cudnn.benchmark == before[0]
+
+
+@pytest.mark.parametrize("name", ["tiny_cnn", "small_cnn", "resnet18"])
+def test_encoders_avoid_ops_without_a_deterministic_cuda_backward(name):
+    enc = build_encoder(PretrainConfig(encoder=name, width=4, proj_dim=8))
+    assert not any(isinstance(m, (torch.nn.AdaptiveAvgPool2d, torch.nn.AdaptiveMaxPool2d))
+                   for m in enc.modules())
+    x = torch.randn(3, 8, 5, 5)
+    torch.testing.assert_close(GlobalAvgPool()(x), torch.nn.AdaptiveAvgPool2d(1)(x).flatten(1))
+
+
+def test_weak_loss_is_cross_entropy_without_nll_loss():
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(6, 5, generator=g)
+    head = torch.nn.Linear(5, 2)
+    y = torch.tensor([1, 0, 1])
+    out = {"all": (h, None)}
+    got = STRATEGIES["weak"].loss_fn(out, y, TINY, head)["cls"]
+    torch.testing.assert_close(got, torch.nn.functional.cross_entropy(head(h), torch.cat([y, y])))
