@@ -1,9 +1,10 @@
-"""Command line: ``python -m slamags_core {sweep,pretrain,merge,generate,notebooks} ...``.
+"""Command line: ``python -m slamags_core {sweep,pretrain,merge,report,generate,notebooks} ...``.
 
     python -m slamags_core sweep --preset laptop --out outputs/sweep
     python -m slamags_core sweep --preset paper --out runs/paper --shard 0/8   # one of 8 jobs
     python -m slamags_core merge --out runs/paper                              # combine shards
     torchrun --nproc_per_node=4 -m slamags_core pretrain --preset paper --method slam_ags
+    python -m slamags_core report outputs/sweep
     python -m slamags_core generate --preset laptop
     python -m slamags_core notebooks --out outputs/notebooks
 
@@ -60,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("sources", nargs="*", type=Path, help="sweep folders (default: --out)")
     m.add_argument("--partial", action="store_true", help="merge even if shards are missing")
 
+    r = sub.add_parser("report", help="rewrite a sweep folder's results.md, plots and verdicts "
+                                      "from its results.csv and predictions/")
+    r.add_argument("out", type=Path, help="the sweep's output folder")
+    r.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates")
+    r.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+
     g = sub.add_parser("generate", help="build (and cache) the preset's synthetic bags")
     g.add_argument("--preset", default="laptop", choices=sorted(PRESETS))
     g.add_argument("--witness-rates", nargs="+", type=float)
@@ -84,6 +91,23 @@ def _generate(args) -> None:
         bs = load_or_build_bags(preset.cells, bags)
         print(f"WR {wr:g}: {bs.n_bags} bags, {len(bs.images)} cells "
               f"({time.perf_counter() - t0:.1f} s)", flush=True)
+
+
+def _report(args) -> None:
+    import json
+
+    from slamags_core.report import write_report
+    from slamags_core.sweep import read_results
+
+    rows = read_results(args.out / "results.csv")
+    if not rows:
+        raise SystemExit(f"no results in {args.out / 'results.csv'}")
+    config = args.out / "config.json"
+    name = json.loads(config.read_text())["preset"].get("name", "") if config.exists() else ""
+    analyses = write_report(rows, args.out, preset_name=name, n_boot=args.n_boot, seed=args.seed)
+    print(f"{args.out / 'results.md'}: {len(rows)} rows, "
+          + (f"{len(analyses)} scorer variant(s) with verdicts" if analyses else
+             "no per-bag predictions (no intervals or verdicts)"), flush=True)
 
 
 def _notebooks(args) -> None:
@@ -169,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
 
         rows = merge_results(args.sources or [args.out], args.out, allow_partial=args.partial)
         print(f"merged {len(rows)} rows -> {args.out / 'results.csv'}")
+    elif args.cmd == "report":
+        _report(args)
     elif args.cmd == "generate":
         _generate(args)
     else:

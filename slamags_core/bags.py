@@ -7,9 +7,9 @@ to the learner. The simulator follows the paper's protocol (cells drawn without 
 half of the bags of each kind) and adds train / validation / test splits.
 
 It works on any *cell source*: :class:`SyntheticSource` renders fresh cells with one stain per
-slide; :class:`PoolSource` draws from a fixed pool of real images (see
-:mod:`slamags_core.realdata`) without replacement, so no cell is ever shared between bags or
-splits.
+slide (``stain="per_bag"``) or one per cell (``"per_cell"``, cells from many patients);
+:class:`PoolSource` draws from a fixed pool of real images (see :mod:`slamags_core.realdata`)
+without replacement, so no cell is ever shared between bags or splits.
 
 Storage: a bag set lives on disk as a folder of plain ``.npy`` arrays plus ``manifest.json``
 (:meth:`BagSet.save`, :func:`build_bags` with ``out=``). The images are written bag by bag while
@@ -41,6 +41,7 @@ from slamags_core.utils import cache_dir, config_hash, to_jsonable
 from slamags_core.validation import check_float, check_int
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+STAIN_MODES: tuple[str, ...] = ("per_bag", "per_cell")  # CellConfig.stain
 _FORMAT_VERSION = 2  # 2: folder of .npy + manifest.json (memory-mapped); 1: one .npz (in RAM)
 MANIFEST = "manifest.json"
 ARRAYS: tuple[str, ...] = ("images", "bag_index", "instance_labels", "cell_types", "cell_ids",
@@ -73,13 +74,22 @@ def _check_counts(counts: Mapping[str, int], class_names: tuple[str, ...]) -> di
 
 
 class SyntheticSource:
-    """Cell source backed by the procedural renderer; one stain vector per slide.
+    """Cell source backed by the procedural renderer.
+
+    With ``cfg.stain == "per_bag"`` a slide (bag) gets one stain vector shared by all its
+    cells; with ``"per_cell"`` every cell gets its own, as when a bag is a random draw of
+    single cells from a pool of many patients (the paper's protocol).
 
     Args:
-        cfg: image size, difficulty and class names of the synthetic cells.
+        cfg: image size, difficulty, class names and stain mode of the synthetic cells.
+
+    Raises:
+        ValueError: for an unknown stain mode or class name.
     """
 
     def __init__(self, cfg: CellConfig):
+        if cfg.stain not in STAIN_MODES:
+            raise ValueError(f"unknown stain mode {cfg.stain!r}; allowed: {STAIN_MODES}")
         self.cfg = synthetic.check_cell_config(cfg)
         self.class_names = tuple(synthetic.CLASS_NAMES)
         _check_counts({cfg.negative_class: 0, cfg.witness_class: 0}, self.class_names)
@@ -90,7 +100,10 @@ class SyntheticSource:
         types = np.concatenate(
             [np.full(int(n), name, dtype=f"<U{max(len(name), 1)}") for name, n in counts.items()]
         ).astype("<U16")
-        stain = synthetic.sample_stain(rng, 1)[0]  # one slide -> one stain for all its cells
+        if self.cfg.stain == "per_cell":  # one stain per cell: (n, STAIN_DIM)
+            stain = synthetic.sample_stain(rng, len(types))
+        else:  # one slide -> one stain for all its cells: (STAIN_DIM,)
+            stain = synthetic.sample_stain(rng, 1)[0]
         images = synthetic.render_cells(
             list(types), image_size=self.cfg.image_size, difficulty=self.cfg.difficulty,
             rng=rng, stain=stain,

@@ -416,7 +416,7 @@ def _unused_parameters(net: _Net, strategy: Strategy, cfg: PretrainConfig) -> li
     xs = [torch.rand(4, 3, cfg.crop_size, cfg.crop_size, generator=g) for _ in strategy.groups]
     out = dict(zip(strategy.groups, probe(xs)))  # 2 patches x 2 views per group
     losses = strategy.loss_fn(out, torch.tensor([1, 0]), cfg, probe.head)
-    named = list(probe.named_parameters())
+    named = [(n, p) for n, p in probe.named_parameters() if p.requires_grad]
     grads = torch.autograd.grad(sum(losses.values()), [p for _, p in named], allow_unused=True)
     return [n for (n, _), gr in zip(named, grads) if gr is None]
 
@@ -433,6 +433,8 @@ def _setup(method: str, cfg: PretrainConfig, device: torch.device, pos, neg,
         torch.manual_seed(cfg.seed)
         encoder = build_encoder(cfg)
         head = nn.Linear(encoder.feature_dim, 2) if strategy.head else None
+    if strategy.setup is not None:  # state built from the initial encoder (deep_svdd's centre)
+        head = strategy.setup(encoder, neg, cfg, device)
     net = _Net(encoder, head)
     trains = strategy.loss_fn is not None
     per_task = strategy.surgery is not None and (strategy.surgery != "sum" or cfg.surgery_stats)
@@ -709,7 +711,8 @@ def pretrain(method: str, pos_images, neg_images, cfg: PretrainConfig, *, device
     training), ``simclr`` (NT-Xent on all patches), ``weak`` (patch classifier on slide labels,
     linear head on ``h``), ``supcon`` (SupCon with slide labels over two views), ``slam_sum`` /
     ``slam_pcgrad`` / ``slam_ags`` (NT-Xent on slide-positive + similarity loss on
-    slide-negative patches, combined by ``surgery.combine``), and the diagnostic ``sim_only``
+    slide-negative patches, combined by ``surgery.combine``), the one-class competitor
+    ``deep_svdd`` (:mod:`slamags_core.deep_svdd`) and the diagnostic ``sim_only``
     (similarity loss alone, which collapses). ``weak`` never trains the projection head, so
     its ``z`` is a random projection of ``h``: use ``embedding="h"`` with it.
 

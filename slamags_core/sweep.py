@@ -35,6 +35,7 @@ from slamags_core.config import METHODS, MIL_MODELS, Preset
 from slamags_core.metrics import bag_metrics, retrieval_metrics
 from slamags_core.mil import predict_bags, train_mil
 from slamags_core.pipeline import bags_of, embed_bagset, get_bags, get_pretrained
+from slamags_core.predictions import PREDICTIONS_DIR
 from slamags_core.report import write_report
 from slamags_core.utils import atomic_write_text, get_device, to_jsonable
 from slamags_core.validation import check_float, check_int
@@ -313,10 +314,26 @@ def merge_results(sources: Sequence[str | Path], out_dir: str | Path, *,
                              f"another folder")
     else:
         atomic_write_text(json.dumps({"preset": config}, indent=2), out_dir / "config.json")
+    _merge_predictions(sources, out_dir)
     merged = [r for r, _ in rows.values()]
     write_results(merged, out_dir / "results.csv")
     write_report(merged, out_dir, preset_name=config.get("name", ""))
     return merged
+
+
+def _merge_predictions(sources: Sequence[Path], out_dir: Path) -> None:
+    """Copy the per-bag prediction files of other folders into ``out_dir`` (one file per cell)."""
+    dest = out_dir / PREDICTIONS_DIR
+    for src in sources:
+        folder = src / PREDICTIONS_DIR
+        if not folder.is_dir() or folder.resolve() == dest.resolve():
+            continue
+        for f in sorted(folder.glob("*.csv")):
+            target = dest / f.name
+            if target.exists() and target.read_bytes() != f.read_bytes():
+                raise ValueError(f"{f} and {target} hold different predictions of one grid cell")
+            if not target.exists():
+                atomic_write_text(f.read_text(), target)
 
 
 def _differs(a: float, b: float) -> bool:

@@ -7,6 +7,7 @@ import pytest
 from slamags_core import sweep as sweep_mod
 from slamags_core.__main__ import main
 from slamags_core.config import METHODS, MIL_MODELS, get_preset
+from slamags_core.predictions import write_bag_predictions
 from slamags_core.report import markdown_table, summarise
 from slamags_core.sweep import COLUMNS, merge_results, read_results, run_sweep, write_results
 from slamags_core.utils import to_jsonable
@@ -181,3 +182,18 @@ def test_merge_refuses_mixed_configurations_grids_and_missing_shards(tmp_path):
 def test_bad_shard(text):
     with pytest.raises(ValueError, match="K/N"):
         sweep_mod.parse_shard(text)
+
+
+def test_merge_gathers_the_per_bag_predictions_of_separate_folders(tmp_path):
+    files = {}
+    for k, (folder, method) in enumerate((("a", "simclr"), ("b", "slam_ags"))):
+        _fake_shard(tmp_path / folder, k, 2, [_row(method, 0.1, 0, 0.6)])
+        files[folder] = write_bag_predictions(
+            tmp_path / folder, method=method, mil="abmil", witness_rate=0.1, seed=0,
+            embedding="h", stain="per_bag", bag_ids=[0, 1], labels=[0, 1], scores=[0.2, 0.9])
+    merge_results([tmp_path / "a", tmp_path / "b"], tmp_path / "out", allow_partial=True)
+    got = sorted(p.name for p in (tmp_path / "out" / "predictions").iterdir())
+    assert got == sorted(f.name for f in files.values())
+    files["b"].rename(files["b"].with_name(files["a"].name))  # same cell, other content
+    with pytest.raises(ValueError, match="different predictions"):
+        merge_results([tmp_path / "a", tmp_path / "b"], tmp_path / "out", allow_partial=True)
