@@ -17,6 +17,7 @@ Linux only.
 
     python benchmarks/bench_memory.py --cells 15000 60000 --out bench_memory.json
     python benchmarks/bench_memory.py --cells 60000 --keep      # keep the rendered sets
+    python benchmarks/bench_memory.py --set data/cache/bench_memory/bags-<hash>  # train phase only
 
 The sets go to ``--root`` (default ``data/cache/bench_memory``) and are deleted afterwards unless
 ``--keep``: 60,000 cells take about 11 GB.
@@ -112,24 +113,24 @@ def _drop_cache(path: Path) -> None:
         os.close(fd)
 
 
-def train(cells: int, root: Path, steps: int, batch_size: int, read_mb: int) -> dict:
-    """Phase 2 (own process): pretrain a few steps from the memory-mapped set."""
+def train(path: Path, steps: int, batch_size: int, read_mb: int) -> dict:
+    """Phase 2 (own process): pretrain a few steps from the memory-mapped set at ``path``."""
     import numpy as np
     import torch
 
-    from slamags_core.bags import bags_cache_path, load_or_build_bags
+    from slamags_core.bags import BagSet
     from slamags_core.config import get_preset
     from slamags_core.pretrain import BatchSampler, pretrain
 
-    cell_cfg, bag_cfg = _configs(cells)
-    images = bags_cache_path(cell_cfg, bag_cfg, root=root) / "images.npy"
+    images = Path(path) / "images.npy"
     cfg = dataclasses.replace(get_preset("paper").pretrain, steps=steps, warmup_steps=1,
                               batch_size=batch_size, checkpoint_every=steps, log_every=1,
                               monitor_size=16, device="cpu")
     out: dict = {"encoder": cfg.encoder, "crop_size": cfg.crop_size, "batch_size": batch_size,
                  "steps": steps, "torch_threads": torch.get_num_threads()}
     with PeakRss() as rss:
-        bags = load_or_build_bags(cell_cfg, bag_cfg, root=root)  # opens the memory map
+        bags = BagSet.load(path)  # opens the memory map
+        out["cells"] = len(bags.images)
         pos, neg = bags.pretraining_pools()
         out["pool_patches"] = len(pos) + len(neg)
         out["pool_gb"] = round((pos.nbytes + neg.nbytes) / 1e9, 2)
@@ -161,10 +162,11 @@ def train(cells: int, root: Path, steps: int, batch_size: int, read_mb: int) -> 
     return out
 
 
-def _child(phase: str, args) -> dict:
+def _child(phase: str, args, path: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--phase", phase, "--root", str(args.root),
            "--steps", str(args.steps), "--batch-size", str(args.batch_size),
            "--read-mb", str(args.read_mb), "--cells", str(args.cells[0])]
+    cmd += ["--set", path] if path else []
     res = subprocess.run(cmd, check=True, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -180,21 +182,26 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--read-mb", type=int, default=2048, help="MB read sequentially")
     ap.add_argument("--keep", action="store_true", help="keep the rendered sets")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    ap.add_argument("--set", default=None, help="an existing set's folder: train phase only")
     ap.add_argument("--phase", choices=("render", "train"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.phase == "render":
         print(json.dumps(render(args.cells[0], args.root)))
         return {}
     if args.phase == "train":
-        print(json.dumps(train(args.cells[0], args.root, args.steps, args.batch_size,
-                               args.read_mb)))
+        print(json.dumps(train(Path(args.set), args.steps, args.batch_size, args.read_mb)))
         return {}
     result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
               "ram_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
               "sizes": []}
+    if args.set:  # the train phase of an existing set
+        row = {"train": _child("train", args, args.set)}
+        result["sizes"].append(row)
+        args.cells, args.keep = [], True
     for cells in args.cells:
         one = argparse.Namespace(**{**vars(args), "cells": [cells]})
-        row = {"cells": cells, "render": _child("render", one), "train": _child("train", one)}
+        rendered = _child("render", one)
+        row = {"cells": cells, "render": rendered, "train": _child("train", one, rendered["path"])}
         result["sizes"].append(row)
         print(json.dumps(row), flush=True)
         if not args.keep:

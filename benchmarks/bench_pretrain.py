@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
         out["cpu"][name] = bench_preset(name, cpu, args.rounds, args.block or 2)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if torch.cuda.is_available() and not args.no_cuda:
-        dev = torch.device("cuda")
-        gpu = torch.cuda.get_device_name(0)
+        dev = torch.device("cuda", torch.cuda.current_device())
+        gpu = torch.cuda.get_device_name(dev)
         peak = args.peak_tflops or bf16_peak(gpu)
         out["cuda"] = {"gpu": gpu, "paper": bench_preset(
             "paper", dev, args.rounds, args.block or 10, placement=args.pool_placement,

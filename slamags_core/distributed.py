@@ -102,9 +102,10 @@ def teardown() -> None:
 
 
 def device_for(ctx: DistContext, device: torch.device) -> torch.device:
-    """Pin an un-indexed CUDA device to this process's GPU (``cuda:LOCAL_RANK``)."""
-    if ctx.enabled and device.type == "cuda" and device.index is None:
-        return torch.device("cuda", ctx.local_rank)
+    """Pin an un-indexed CUDA device to one GPU: ``cuda:LOCAL_RANK`` in a distributed run,
+    else the current one (so tensors made on "cuda" compare equal to the run's device)."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", ctx.local_rank if ctx.enabled else torch.cuda.current_device())
     return device
 
 
