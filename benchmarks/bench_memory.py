@@ -120,7 +120,8 @@ def train(path: Path, steps: int, batch_size: int, read_mb: int) -> dict:
 
     from slamags_core.bags import BagSet
     from slamags_core.config import get_preset
-    from slamags_core.pretrain import BatchSampler, pretrain
+    from slamags_core.batching import BatchSampler
+    from slamags_core.pretrain import pretrain
 
     images = Path(path) / "images.npy"
     cfg = dataclasses.replace(get_preset("paper").pretrain, steps=steps, warmup_steps=1,

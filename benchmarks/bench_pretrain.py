@@ -38,6 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from slamags_core import batching as B  # noqa: E402
 from slamags_core import pretrain as P  # noqa: E402
 from slamags_core.config import get_preset  # noqa: E402
 from slamags_core.encoders import uses_amp  # noqa: E402
@@ -95,8 +96,8 @@ def bench_preset(name: str, device: torch.device, rounds: int, block: int, *,
     runs = {}
     for label, method, stats in VARIANTS:
         c = dataclasses.replace(cfg, surgery_stats=stats)
-        runs[label] = P._setup(method, c, device, P._as_pool(pos, "pos", device),
-                               P._as_pool(neg, "neg", device))
+        runs[label] = P._setup(method, c, device, B.as_pool(pos, "pos", device),
+                               B.as_pool(neg, "neg", device))
     flops = {k: _flops(r) for k, r in runs.items()}
     times = {k: [] for k in runs}
     peak_mem = {k: 0.0 for k in runs}

@@ -1,7 +1,7 @@
 """Data-parallel pretraining over several processes (``torchrun`` + DistributedDataParallel).
 
 One encoder is trained by N processes (usually one per GPU). Every process builds the same global
-batch plan (:class:`slamags_core.pretrain.BatchSampler`) and takes its share of each step's
+batch plan (:class:`slamags_core.batching.BatchSampler`) and takes its share of each step's
 patches; it draws its own augmentations (a per-rank random stream) and shares one generator for
 the surgery's random task order. What must be global stays global:
 

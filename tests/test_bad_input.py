@@ -27,7 +27,8 @@ from slamags_core.encoders import build_encoder
 from slamags_core.losses import nt_xent, similarity_loss, supcon
 from slamags_core.metrics import bag_metrics, retrieval_metrics, topk_hits
 from slamags_core.mil import build_mil, train_mil
-from slamags_core.pretrain import batch_shares, pretrain
+from slamags_core.batching import batch_shares
+from slamags_core.pretrain import pretrain
 from slamags_core.realdata import load_bloodmnist_npz, load_bone_marrow_folder
 from slamags_core.surgery import combine
 from slamags_core.sweep import run_sweep

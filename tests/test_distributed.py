@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from slamags_core import batching as B
 from slamags_core import distributed as D
 from slamags_core import pretrain as P
 from slamags_core import surgery
@@ -45,7 +46,7 @@ def _first_step_grads(method, ctx):
     """The gradient a process holds after step 0 (written by DDP or by the surgery)."""
     pos, neg = _pools()
     cpu = torch.device("cpu")
-    run = P._setup(method, CFG, cpu, P._as_pool(pos, "p", cpu), P._as_pool(neg, "n", cpu), ctx)
+    run = P._setup(method, CFG, cpu, B.as_pool(pos, "p", cpu), B.as_pool(neg, "n", cpu), ctx)
     P._step(run, 0)
     return _flat_grads(run.params)
 
@@ -119,12 +120,12 @@ def _reference_grads(method):
     torch.manual_seed(CFG.seed)
     enc = build_encoder(CFG)
     params = list(enc.parameters())
-    sampler = P.BatchSampler(len(pos), len(neg), CFG.batch_size, CFG.seed, WORLD)
+    sampler = B.BatchSampler(len(pos), len(neg), CFG.batch_size, CFG.seed, WORLD)
     parts = {g: [] for g in strategy.groups}
     for r in range(WORLD):
         pi, ni = sampler.shard(0, r)
         p, n = torch.from_numpy(pos[pi.numpy()]), torch.from_numpy(neg[ni.numpy()])
-        aug = Augmenter.from_config(CFG, generator=P.augmentation_generator(CFG.seed, 0, r))
+        aug = Augmenter.from_config(CFG, generator=B.augmentation_generator(CFG.seed, 0, r))
         for g in strategy.groups:
             v1, v2 = aug(torch.cat([p, n])) if g == "all" else aug(p) if g == "pos" else \
                 aug(n, center_first=strategy.center_neg)
@@ -140,7 +141,7 @@ def _reference_grads(method):
         sum(losses.values()).backward()
         return _flat_grads(params)
     G = surgery.stacked_task_gradients(list(losses.values()), params)
-    g, _ = surgery.combine(G, strategy.surgery, generator=P.surgery_generator(CFG.seed, 0))
+    g, _ = surgery.combine(G, strategy.surgery, generator=B.surgery_generator(CFG.seed, 0))
     return g
 
 

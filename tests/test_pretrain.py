@@ -1,4 +1,4 @@
-"""Tests of slamags_core.pretrain (and monitor): batching, what each strategy trains, the AGS
+"""Tests of slamags_core.pretrain (and monitor): the schedule, what each strategy trains, the AGS
 step against a hand-written per-task computation, exact resume, errors, collapse diagnostics."""
 import dataclasses
 import json
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from slamags_core import batching
 from slamags_core import checkpoint as C
 from slamags_core import pretrain as P
 from slamags_core import strategies as S
@@ -42,53 +43,7 @@ def run(method, cfg=CFG, data=None, **kw):
         return P.pretrain(method, pos, neg, cfg, device="cpu", progress=False, **kw)
 
 
-# ------------------------------------------------------------------ batching and schedule
-
-def test_shares_are_proportional_and_fixed():
-    assert P.batch_shares(30, 90, 16) == (4, 12)
-    assert P.batch_shares(1000, 1000, 256) == (128, 128)
-    assert P.batch_shares(10, 10_000, 64) == (2, 62)  # at least two of each pool
-    assert P.batch_shares(30, 90, 16, world_size=4) == (4, 12)
-    assert P.batch_shares(33, 90, 16, world_size=4) == (4, 12)  # multiples of the 4 processes
-    assert P.batch_shares(3, 40, 64) == (3, 40)  # small pools: all they have, no repeats
-    assert P.batch_shares(5, 40, 64, world_size=2) == (4, 40)
-    with pytest.raises(ValueError, match="too small"):
-        P.batch_shares(1, 40, 64)
-    with pytest.raises(ValueError, match="multiple of the 3"):
-        P.batch_shares(100, 100, 16, world_size=3)
-    with pytest.raises(ValueError, match="batch_size"):
-        P.batch_shares(10, 10, 2)
-
-
-def test_every_patch_once_per_pass_never_twice_in_a_step():
-    s = P.BatchSampler(30, 90, 16, seed=0)
-    assert s.shares == (4, 12)
-    steps = [s.batch(i) for i in range(7)]  # 30 // 4 = 7 steps per pass of the positive pool
-    pos = torch.cat([b[0] for b in steps])
-    assert len(pos) == 28 and len(set(pos.tolist())) == 28  # one pass: no patch twice
-    neg = torch.cat([b[1] for b in steps])
-    assert len(set(neg.tolist())) == 84
-    nxt = torch.cat([s.batch(i)[0] for i in range(7, 14)])  # the next pass: a new permutation
-    assert len(set(nxt.tolist())) == 28 and not torch.equal(nxt, pos)
-    for i in range(40):
-        p, n = s.batch(i)
-        assert len(p) == 4 and len(n) == 12 and len(set(p.tolist())) == 4
-
-
-def test_batches_are_a_function_of_seed_and_step():
-    a, b = P.BatchSampler(20, 20, 8, seed=0), P.BatchSampler(20, 20, 8, seed=0)
-    c = P.BatchSampler(20, 20, 8, seed=1)
-    for i in (7, 0, 3, 11):  # any order: nothing depends on earlier calls
-        assert torch.equal(a.batch(i)[0], b.batch(i)[0]) and torch.equal(a.batch(i)[1], b.batch(i)[1])
-    assert not all(torch.equal(a.batch(i)[0], c.batch(i)[0]) for i in range(4))
-
-
-def test_shards_split_the_global_batch():
-    s = P.BatchSampler(40, 40, 16, seed=0, world_size=2)
-    p, n = s.batch(5)
-    (p0, n0), (p1, n1) = s.shard(5, 0), s.shard(5, 1)
-    assert torch.equal(torch.cat([p0, p1]), p) and torch.equal(torch.cat([n0, n1]), n)
-
+# ------------------------------------------------------------------ schedule
 
 def test_lr_schedule():
     assert [P.lr_factor(s, 4, 12) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
@@ -161,8 +116,8 @@ def _manual_ags_step(cfg, pos, neg):
     torch.manual_seed(cfg.seed)
     enc = build_encoder(cfg)
     params = list(enc.parameters())
-    pi, ni = P.BatchSampler(len(pos), len(neg), cfg.batch_size, cfg.seed).batch(0)
-    aug = Augmenter(cfg.crop_size, generator=P.augmentation_generator(cfg.seed, 0))
+    pi, ni = batching.BatchSampler(len(pos), len(neg), cfg.batch_size, cfg.seed).batch(0)
+    aug = Augmenter(cfg.crop_size, generator=batching.augmentation_generator(cfg.seed, 0))
     p1, p2 = aug(pos[pi.numpy()])
     n1, n2 = aug(neg[ni.numpy()], center_first=True)
     _, zp = enc(torch.cat([p1, p2]))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from slamags_core import batching as B
 from slamags_core import pretrain as P
 from slamags_core import surgery
 from slamags_core.bags import PatchPool, SyntheticSource, build_bags
@@ -82,22 +83,13 @@ def test_pools_in_one_tensor_or_read_per_step_give_the_same_weights():
     assert torch.equal(_weights(host.encoder), _weights(dev.encoder))
 
 
-def test_pool_placement_follows_the_free_device_memory(monkeypatch):
-    cuda = torch.device("cuda")
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 * 2**30, 80 * 2**30))
-    assert P._pools_fit(12 * 2**30, cuda, "auto")  # the paper's 12 GB pools on an empty H100
-    assert not P._pools_fit(21 * 2**30, cuda, "auto")  # more than half the free memory
-    assert P._pools_fit(21 * 2**30, cuda, "device") and not P._pools_fit(1, cuda, "host")
-    assert not P._pools_fit(1, torch.device("cpu"), "auto")  # the CPU reads its storage
-
-
 @pytest.mark.parametrize("method", ["slam_ags", "simclr", "weak"])
 def test_a_step_reads_nothing_back_from_the_device(method, monkeypatch):
     """Host reads of tensor values (item, float, bool, tolist) would synchronise a GPU every
     step; the loop keeps losses and statistics on the device and reads them in _flush."""
     pos, neg = _pools()
-    run = P._setup(method, TINY, torch.device("cpu"), P._as_pool(pos, "p", torch.device("cpu")),
-                   P._as_pool(neg, "n", torch.device("cpu")))
+    run = P._setup(method, TINY, torch.device("cpu"), B.as_pool(pos, "p", torch.device("cpu")),
+                   B.as_pool(neg, "n", torch.device("cpu")))
     P._step(run, 0, 2)  # warm up (lazy initialisation may read values)
 
     def guard(name):

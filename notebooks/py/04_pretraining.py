@@ -60,6 +60,7 @@ from plotly.subplots import make_subplots
 from torch.testing import assert_close
 
 from slamags_core import get_device, get_preset, set_seed
+from slamags_core import batching
 from slamags_core import pretrain as P
 from slamags_core.checkpoint import load_encoder
 from slamags_core.strategies import STRATEGIES
@@ -98,7 +99,7 @@ print(cfg)
 # %%
 bags = get_bags(preset)
 pos, neg = bags.pretraining_pools()          # PatchPool views: (n_pos, H, W, 3), (n_neg, H, W, 3)
-sampler = P.BatchSampler(len(pos), len(neg), cfg.batch_size, cfg.seed)
+sampler = batching.BatchSampler(len(pos), len(neg), cfg.batch_size, cfg.seed)
 b_pos, b_neg = sampler.shares                 # patches of each pool per step
 per_pass = len(pos) // b_pos                  # steps per pass over the positive pool
 seen_pos = torch.cat([sampler.batch(s)[0] for s in range(per_pass)])
@@ -183,7 +184,7 @@ torch.manual_seed(cfg.seed)
 enc = build_encoder(cfg)
 params = list(enc.parameters())
 pi, ni = sampler.batch(0)                         # the first step's patches
-aug = Augmenter.from_config(cfg, generator=P.augmentation_generator(cfg.seed, 0))
+aug = Augmenter.from_config(cfg, generator=batching.augmentation_generator(cfg.seed, 0))
 p1, p2 = aug(pos[pi.numpy()])                    # (B_pos, 3, c, c) each
 n1, n2 = aug(neg[ni.numpy()], center_first=True)  # (B_neg, 3, c, c) each
 _, Z_pos = enc(torch.cat([p1, p2]))              # forward 1: (2 B_pos, proj_dim)
@@ -198,7 +199,7 @@ h_sim = g_sim - dot.clamp(max=0) / (g_con @ g_con) * g_con
 by_hand = h_con + h_sim
 if dot < 0:                                                     # AGS: rescale to |g_con + g_sim|
     by_hand = by_hand * (g_con + g_sim).norm() / by_hand.norm()
-g_ags, stats = surgery.combine([g_con, g_sim], "ags", generator=P.surgery_generator(cfg.seed, 0))
+g_ags, stats = surgery.combine([g_con, g_sim], "ags", generator=batching.surgery_generator(cfg.seed, 0))
 assert_close(g_ags, by_hand)
 s = stats.to_dict()
 print(f"L_con={L_con.item():.4f}  L_sim={L_sim.item():.4f}  cos(g_con, g_sim)={s['cosine']:+.3f}  "
