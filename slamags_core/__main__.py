@@ -167,16 +167,28 @@ def _pretrain(args) -> None:
 
 def _sweep(args) -> None:
     from slamags_core import distributed as D
-    from slamags_core.sweep import parse_shard, run_sweep
+    from slamags_core.sweep import parse_shard, run_sweep, shard_name
 
     shard = parse_shard(args.shard) if args.shard else None
-    D.setup()
+    ctx = D.setup()
     try:
-        run_sweep(preset=get_preset(args.preset), out_dir=args.out, methods=args.methods,
-                  mil_models=args.mil, witness_rates=args.witness_rates, seeds=args.seeds,
-                  device=args.device, progress=not args.no_progress, shard=shard)
+        rows = run_sweep(preset=get_preset(args.preset), out_dir=args.out, methods=args.methods,
+                         mil_models=args.mil, witness_rates=args.witness_rates, seeds=args.seeds,
+                         device=args.device, progress=not args.no_progress, shard=shard)
+        if ctx.is_main:
+            print(f"{len(rows)} rows -> {args.out / (shard_name(shard) + '.csv')}", flush=True)
     finally:
         D.teardown()
+
+
+def _merge(args) -> None:
+    from slamags_core.sweep import merge_results
+
+    try:
+        rows = merge_results(args.sources or [args.out], args.out, allow_partial=args.partial)
+    except ValueError as e:  # mixed configurations, missing or conflicting shards
+        raise SystemExit(f"merge refused: {e}") from None
+    print(f"merged {len(rows)} rows -> {args.out / 'results.csv'}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -189,10 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.cmd == "pretrain":
         _pretrain(args)
     elif args.cmd == "merge":
-        from slamags_core.sweep import merge_results
-
-        rows = merge_results(args.sources or [args.out], args.out, allow_partial=args.partial)
-        print(f"merged {len(rows)} rows -> {args.out / 'results.csv'}")
+        _merge(args)
     elif args.cmd == "report":
         _report(args)
     elif args.cmd == "generate":

@@ -178,6 +178,16 @@ def test_merge_refuses_mixed_configurations_grids_and_missing_shards(tmp_path):
     assert sorted(r["method"] for r in rows) == ["simclr", "slam_ags"]
 
 
+def test_merge_command_refuses_mixed_configurations_with_a_message(tmp_path, capsys):
+    _fake_shard(tmp_path / "a", 0, 2, [_row("simclr", 0.1, 0, 0.6)])
+    _fake_shard(tmp_path / "b", 1, 2, [_row("slam_ags", 0.1, 0, 0.7)], preset="laptop")
+    with pytest.raises(SystemExit, match="merge refused: .*different configurations"):
+        main(["merge", "--out", str(tmp_path / "out"), str(tmp_path / "a"), str(tmp_path / "b")])
+    assert not (tmp_path / "out" / "results.csv").exists()
+    main(["merge", "--out", str(tmp_path / "out"), str(tmp_path / "a"), "--partial"])
+    assert "merged 1 rows" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("text", ["2/2", "1", "a/b", "-1/3"])
 def test_bad_shard(text):
     with pytest.raises(ValueError, match="K/N"):
