@@ -79,8 +79,9 @@ class PeakRss:
 def _configs(cells: int):
     from slamags_core.config import BagConfig, CellConfig
 
-    if cells % 1000:
-        raise SystemExit(f"--cells must be a multiple of the 1000-cell bag size, got {cells}")
+    if cells % 1000 or cells < 2000:
+        raise SystemExit(f"--cells must be a multiple of the 1000-cell bag size and >= 2000 (a "
+                         f"positive and a negative bag for the two pools), got {cells}")
     return (CellConfig(image_size=250),
             BagConfig(bag_size=1000, witness_rate=0.01, n_train=cells // 1000, n_val=0, n_test=0,
                       seed=0))
@@ -168,8 +169,11 @@ def _child(phase: str, args, path: str | None = None) -> dict:
            "--steps", str(args.steps), "--batch-size", str(args.batch_size),
            "--read-mb", str(args.read_mb), "--cells", str(args.cells[0])]
     cmd += ["--set", path] if path else []
-    res = subprocess.run(cmd, check=True, capture_output=True, text=True,
+    res = subprocess.run(cmd, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if res.returncode:
+        raise SystemExit(f"the {phase} phase failed (exit status {res.returncode}):\n"
+                         f"{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -195,6 +199,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
               "ram_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
               "sizes": []}
+    for cells in args.cells:
+        _configs(cells)  # refuse a bad size before any work
     if args.set:  # the train phase of an existing set
         row = {"train": _child("train", args, args.set)}
         result["sizes"].append(row)
