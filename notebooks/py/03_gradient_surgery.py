@@ -34,9 +34,10 @@
 # after surgery, a per-layer view, and loss curves with and without AGS. When AGS changes
 # nothing, and what the norm rescale buys.
 #
-# **Run time.** `smoke`: under a minute. `laptop` (default): two short pretraining runs of 2
-# epochs dominate — 10 min wall clock (4.3 min of CPU time) on this project's 2-core machine while
-# it was shared with other jobs, less on an idle one or a GPU.
+# **Run time.** `smoke`: under a minute. `laptop` (default): two short pretraining runs of two
+# passes over the pools each (§2 prints the step count) dominate — 10 min wall clock (4.3 min of
+# CPU time) on this project's 2-core machine while it was shared with other jobs, less on an idle
+# one or a GPU.
 #
 # **Notation.** `θ` the parameters, `g_i = ∇_θ L_i` the gradient of task `i` (SLAM's two tasks are
 # *con* and *sim*; the 2-D toy's are numbered 1 and 2), `g̃_i` after PCGrad's projections, `g_sum`,
@@ -68,6 +69,7 @@ from torch.testing import assert_close
 from slamags_core import get_device, get_preset, set_seed
 from slamags_core.augment import Augmenter
 from slamags_core.bags import load_or_build_bags
+from slamags_core.batching import batch_shares
 from slamags_core.losses import nt_xent, similarity_loss
 from slamags_core.pretrain import pretrain
 from slamags_core.surgery import combine, param_sizes, task_gradients
@@ -240,10 +242,13 @@ print(f"from {starts[2]}: PCGrad ends at L_1 = {pc_end[0]:.1f}, AGS at L_1 = {ag
 # %%
 bagset = load_or_build_bags(preset.cells, preset.bags)
 pos, neg = bagset.pretraining_pools()
-cfg = dataclasses.replace(preset.pretrain, epochs=min(preset.pretrain.epochs, 2))
+two_passes = 2 * math.ceil((len(pos) + len(neg)) / preset.pretrain.batch_size)  # steps
+steps = min(preset.pretrain.steps, two_passes)
+cfg = dataclasses.replace(preset.pretrain, steps=steps,
+                          warmup_steps=min(preset.pretrain.warmup_steps, steps))
 print(f"pools: {len(pos)} positive-slide and {len(neg)} negative-slide patches "
       f"{pos.shape[1:]};  encoder={cfg.encoder} width={cfg.width} crop={cfg.crop_size} "
-      f"batch={cfg.batch_size} epochs={cfg.epochs}")
+      f"batch={cfg.batch_size} steps={cfg.steps} (two passes over the pools)")
 results = {}
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the collapse monitor may warn during so short a run
@@ -363,7 +368,7 @@ for j, label in enumerate(cols):
 # %% [markdown]
 # *What you should see:* mostly red cells, i.e. weight tensors whose two task gradients point
 # against each other; compare the three columns' printed shares and medians to see whether two
-# epochs of training deepened the conflict and where (backbone or projection head) it is
+# passes over the pools deepened the conflict and where (backbone or projection head) it is
 # strongest.
 
 # %%
@@ -375,30 +380,30 @@ for m, colour in (("slam_sum", "black"), ("slam_ags", "crimson")):
                              line=dict(color=colour)), 1, 1)
     fig.add_trace(go.Scatter(y=series(m, "loss_sim"), name=m, legendgroup=m, showlegend=False,
                              line=dict(color=colour)), 1, 2)
-    ep = results[m].epochs
-    fig.add_trace(go.Scatter(x=[e["epoch"] for e in ep], y=[e["z_std"] for e in ep], name=m,
+    ep = results[m].summaries
+    fig.add_trace(go.Scatter(x=[e["step"] for e in ep], y=[e["z_std"] for e in ep], name=m,
                              legendgroup=m, showlegend=False, mode="lines+markers",
                              line=dict(color=colour)), 1, 3)
 fig.update_xaxes(title="step", row=1, col=1)
 fig.update_xaxes(title="step", row=1, col=2)
-fig.update_xaxes(title="epoch", row=1, col=3)
+fig.update_xaxes(title="step", row=1, col=3)
 fig.update_yaxes(type="log", row=1, col=2)
 fig.update_layout(height=340, width=1000)
 fig.show()
 for m, r in results.items():
-    e = r.epochs[-1]
+    e = r.summaries[-1]
     print(f"{m:9s} final NT-Xent {series(m, 'loss_con')[-1]:.3f}  similarity "
           f"{series(m, 'loss_sim')[-1]:.4f}  z_std {e['z_std']:.4f}  h_std {e['h_std']:.4f}  "
           f"(std ratios: z {e['z_std_ratio']:.3f}, h {e['h_std_ratio']:.3f})")
-b_pos = round(len(pos) / math.ceil((len(pos) + len(neg)) / cfg.batch_size))  # positives per step
+b_pos, _ = batch_shares(len(pos), len(neg), cfg.batch_size)  # positives per step
 print(f"NT-Xent at chance, log(2 B_pos - 1) with B_pos = {b_pos}: {math.log(2 * b_pos - 1):.3f}")
 
 # %% [markdown]
 # *What you should see:* the similarity loss (log axis) falls by orders of magnitude in both runs,
 # while NT-Xent stays close to its chance level `log(2B_pos − 1)` (printed above next to the final
-# values) and the spread of the unit projections `z` (right, epoch 0 = initialisation) stays near
+# values) and the spread of the unit projections `z` (right, step 0 = initialisation) stays near
 # 0. Check the printed std ratios: if `z`'s is far below 1 from the start, the untrained encoder
-# already maps all patches to nearly one direction, and two epochs — with or without AGS — do not
+# already maps all patches to nearly one direction, and two passes — with or without AGS — do not
 # spread them. Notebook 04 follows full runs and monitors `h` as well as `z`.
 
 # %% [markdown]
@@ -411,8 +416,8 @@ print(f"NT-Xent at chance, log(2 B_pos - 1) with B_pos = {b_pos}: {math.log(2 * 
 # * PCGrad removes the conflicting components; AGS keeps that direction but restores the plain
 #   sum's norm, so the optimiser's learning rate keeps its meaning. When the gradients do not
 #   conflict, AGS is exactly the plain sum.
-# * Two epochs are far too short to compare the *representations* — that is the job of notebooks
-#   04–08 (pretraining, MIL, retrieval, the witness-rate sweep).
+# * Two passes over the pools are far too short to compare the *representations* — that is the
+#   job of notebooks 04–08 (pretraining, MIL, retrieval, the witness-rate sweep).
 
 # %% [markdown]
 # ## Exercises
