@@ -30,10 +30,11 @@
 #   negative bag's cells absorb their bag's attention too; colour by the rank inside the bag, or
 #   by attention in positive bags only.
 #
-# **Run time.** `smoke`: about 1 min on 2 CPU cores (most of it UMAP's one-off JIT compilation).
-# `laptop`: ~2–4 min on CPU, less when notebook 04 or the sweep has already cached the encoders
-# (check the times on your machine). Clicking needs a live JupyterLab; under nbval the callbacks
-# are simply not triggered.
+# **Run time.** Measured on this project's 2-core CPU, shared with other jobs: `smoke` 1.5 min
+# wall clock (most of it UMAP's one-off JIT compilation); `laptop` 5 min wall clock with an empty
+# checkpoint cache, the two pretrainings included (less when notebook 04 or the sweep has cached
+# the encoders). Clicking needs a live JupyterLab; under nbval the callbacks are simply not
+# triggered.
 #
 # **Notation.** `h_n` the frozen backbone feature of cell `n` (`H  # (N, D_h)` stacks them), `y_n`
 # its label (1 = witness; never used in training), `Y` the bag label, `N` the cells of a bag,
@@ -219,7 +220,7 @@ for method in METHODS:
                               "cell of a negative bag"))
     d["group"] = group
     top = d["att"] >= np.quantile(d["att"], 0.99)     # the top 1 % of a_n x N, pooled over bags
-    peak = pd.Series(d["att"]).groupby(bag).max()      # each bag's largest a_n x N
+    peak = pd.Series(d["att"], dtype=float).groupby(bag).max()   # each bag's largest a_n x N
     peak_neg = peak[bagset.bag_labels[peak.index] == 0]
     peak_pos = peak[bagset.bag_labels[peak.index] == 1]
     rows.append({"method": method,
