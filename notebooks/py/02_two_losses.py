@@ -282,7 +282,7 @@ def show_temperature(temp=0.07):
 
 
 slider = widgets.FloatLogSlider(value=0.07, base=10, min=-2, max=1, step=0.05,
-                                description="temperature")
+                                description="temperature", style={"description_width": "initial"})
 display(widgets.interactive(show_temperature, temp=slider))
 
 # %%
@@ -345,9 +345,12 @@ fig = go.Figure()
 fig.add_trace(go.Scatter(x=betas, y=sup, name="one-label SupCon"))
 fig.add_trace(go.Scatter(x=betas, y=simv, name="similarity loss", yaxis="y2"))
 fig.update_layout(title="from the equiangular simplex (beta=0) to collapse (beta=1)",
-                  xaxis_title="beta", yaxis_title="SupCon",
-                  yaxis2=dict(title="L_sim", overlaying="y", side="right"),
-                  height=360, width=760)
+                  xaxis_title="beta",   # SupCon is log(N-1) all along: a fixed axis, not rounding noise
+                  yaxis=dict(title="SupCon", range=[0, 1.2 * math.log(Nd - 1)],
+                             tickformat=".2f"),
+                  yaxis2=dict(title="L_sim", overlaying="y", side="right", tickmode="auto",
+                              showgrid=False),
+                  legend=dict(x=1.1), height=360, width=760)
 fig.show()
 
 # %% [markdown]
@@ -357,5 +360,5 @@ fig.show()
 #   sets how hard it focuses on the closest negatives.
 # * The similarity loss = alignment of all negative-slide views; alone it collapses the encoder.
 # * One-label SupCon cannot distinguish collapse from maximal spread — which is why SLAM-AGS
-#   uses the denominator-free alignment loss, and needs NT-Xent (plus gradient surgery, notebook
-#   03) to keep the representation from collapsing.
+#   uses the denominator-free alignment loss, and needs NT-Xent (plus gradient surgery,
+#   notebook 03) to keep the representation from collapsing.
