@@ -1,0 +1,77 @@
+"""Fixtures for the browser tests: Debian's Chromium driven by Playwright, the smoke-preset site.
+
+Chromium is never downloaded (no ``playwright install``): the tests use the system browser
+(``apt-get install chromium``; ``.ci/run`` installs it) or ``$SLAMAGS_CHROMIUM``. Without one the
+browser tests are skipped with the reason; under CI (``CI=true``) a missing browser fails them,
+since ``.ci/run`` installs it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def find_chromium() -> str | None:
+    """Path of a system Chromium: $SLAMAGS_CHROMIUM, /usr/bin/chromium or one on PATH."""
+    for cand in (os.environ.get("SLAMAGS_CHROMIUM"), "/usr/bin/chromium",
+                 shutil.which("chromium"), shutil.which("chromium-browser")):
+        if cand and Path(cand).exists():
+            return cand
+    return None
+
+
+def _unavailable(reason: str):
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} — .ci/run installs it, so under CI this is a failure, not a skip")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory):
+    """A headless system Chromium context with a fresh profile (one per test session)."""
+    exe = find_chromium()
+    if exe is None:
+        _unavailable("no Chromium found (apt-get install chromium, or set SLAMAGS_CHROMIUM); "
+                     "browser tests need a real browser")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed (pip install playwright; never `playwright install`)")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(profile), executable_path=exe, headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1300, "height": 900})
+        yield ctx
+        ctx.close()
+
+
+@pytest.fixture(scope="session")
+def smoke_site(tmp_path_factory):
+    """The course site built at the smoke preset from a tiny sweep of its own (session-wide)."""
+    from slamags_core.config import get_preset
+    from slamags_core.site import SiteConfig, build_site
+    from slamags_core.sweep import run_sweep
+
+    base = tmp_path_factory.mktemp("site")
+    data = base / "data"
+    old = os.environ.get("SLAMAGS_DATA_DIR")
+    os.environ["SLAMAGS_DATA_DIR"] = str(data)
+    try:
+        run_sweep(get_preset("smoke"), base / "sweep", methods=["random", "slam_ags"],
+                  witness_rates=[0.1], seeds=[0], progress=False)
+    finally:
+        if old is None:
+            os.environ.pop("SLAMAGS_DATA_DIR")
+        else:
+            os.environ["SLAMAGS_DATA_DIR"] = old
+    pages = build_site(SiteConfig(out_dir=base / "out", preset="smoke", sweep_dir=base / "sweep",
+                                  timeout=900, env={"SLAMAGS_DATA_DIR": str(data)}))
+    return base / "out", pages
