@@ -54,14 +54,20 @@ def chromium(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def smoke_site(tmp_path_factory):
+def smoke_data_dir(tmp_path_factory):
+    """One data cache for the browser tests: encoders pretrained by one notebook run are reused."""
+    return tmp_path_factory.mktemp("smoke-data")
+
+
+@pytest.fixture(scope="session")
+def smoke_site(tmp_path_factory, smoke_data_dir):
     """The course site built at the smoke preset from a tiny sweep of its own (session-wide)."""
     from slamags_core.config import get_preset
     from slamags_core.site import SiteConfig, build_site
     from slamags_core.sweep import run_sweep
 
     base = tmp_path_factory.mktemp("site")
-    data = base / "data"
+    data = smoke_data_dir
     old = os.environ.get("SLAMAGS_DATA_DIR")
     os.environ["SLAMAGS_DATA_DIR"] = str(data)
     try:

@@ -37,7 +37,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory, chromium):
+def lab(tmp_path_factory, chromium, smoke_data_dir):
     """URL prefix and token of a JupyterLab server on 127.0.0.1 (stopped after the module)."""
     base = tmp_path_factory.mktemp("lab")
     nbs = base / "notebooks"
@@ -49,7 +49,7 @@ def lab(tmp_path_factory, chromium):
         (settings / rel).parent.mkdir(parents=True, exist_ok=True)
         (settings / rel).write_text(json.dumps(value))
     port, token = _free_port(), secrets.token_hex(16)
-    env = dict(os.environ, SLAMAGS_PRESET="smoke", SLAMAGS_DATA_DIR=str(base / "data"),
+    env = dict(os.environ, SLAMAGS_PRESET="smoke", SLAMAGS_DATA_DIR=str(smoke_data_dir),
                JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTER_CONFIG_DIR=str(base / "config"),
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     log = open(base / "lab.log", "w")
@@ -145,7 +145,7 @@ def test_notebook01_run_all_then_slider_redraws_the_bag_mosaic(chromium, lab):
 def test_notebook07_run_all_click_shows_a_cell_and_encoder_switch_updates_it(chromium, lab):
     page, problems = _open(chromium, lab, "07_umap_explorer")
     try:
-        _run_all(page, timeout_s=480)
+        _run_all(page, timeout_s=900)
         explorer = page.locator(".jupyter-widgets.widget-vbox").filter(
             has=page.locator(".js-plotly-plot")).first
         explorer.scroll_into_view_if_needed()
