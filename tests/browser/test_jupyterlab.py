@@ -99,27 +99,38 @@ def _open(chromium, lab, name: str):
     return page, problems
 
 
-def _run_all(page, timeout_s: float) -> None:
-    """Run > Run All Cells from the menu bar; wait until every code cell has run."""
+def _run_all(page, timeout_s: float, shots: Path) -> None:
+    """Run > Run All Cells from the menu bar; wait until every code cell has run (a screenshot
+    of the page goes to `shots` if it never does)."""
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-    page.wait_for_function(
-        """() => {
-          const prompts = Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'));
-          const busy = document.querySelector(".jp-Notebook-ExecutionIndicator[data-status='busy']");
-          return prompts.length > 0 && !busy &&
-                 prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
-        }""", timeout=timeout_s * 1000, polling=500)
-    errors = page.evaluate("""() => Array.from(document.querySelectorAll(
+    errors_js = """() => Array.from(document.querySelectorAll(
         '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'))
-        .map(e => e.innerText).filter(t => /Traceback|^\\w+Error\\b/m.test(t))""")
+        .map(e => e.innerText).filter(t => /Traceback|^\\w+Error\\b/m.test(t))"""
+    try:
+        page.wait_for_function(   # every code cell numbered, or a cell failed (Run All then stops)
+            """() => {
+              const prompts = Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'));
+              const busy = prompts.some(p => p.textContent.includes('*'));
+              const failed = document.querySelector(
+                '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]');
+              return prompts.length > 0 && !busy &&
+                     (prompts.every(p => /\\[\\d+\\]/.test(p.textContent)) || failed !== null);
+            }""", timeout=timeout_s * 1000, polling=500)
+    except Exception:
+        page.screenshot(path=str(shots / "run_all_timeout.png"))
+        raise
+    errors = page.evaluate(errors_js)
     assert not errors, "a cell raised:\n" + "\n---\n".join(errors)[:4000]
+    prompts = page.evaluate("() => Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'))"
+                            ".map(p => p.textContent)")
+    assert all("[" in p and p.strip("[]: \u00a0").isdigit() for p in prompts), prompts
 
 
 def test_notebook01_run_all_then_slider_redraws_the_bag_mosaic(chromium, lab):
     page, problems = _open(chromium, lab, "01_cells_and_bags")
     try:
-        _run_all(page, timeout_s=300)
+        _run_all(page, timeout_s=300, shots=lab[2])
         widget = page.locator(".jupyter-widgets.widget-vbox").filter(
             has=page.locator(".widget-image")).first
         widget.scroll_into_view_if_needed()
@@ -138,6 +149,9 @@ def test_notebook01_run_all_then_slider_redraws_the_bag_mosaic(chromium, lab):
         assert after_text.startswith("WR 2.0%"), after_text
         page.wait_for_function("(i) => i.complete && i.naturalWidth > 0", arg=img.element_handle())
         assert not problems, "\n".join(problems)
+    except BaseException:
+        page.screenshot(path=str(lab[2] / "nb01_failure.png"))   # what the page showed
+        raise
     finally:
         page.close()
 
@@ -145,7 +159,7 @@ def test_notebook01_run_all_then_slider_redraws_the_bag_mosaic(chromium, lab):
 def test_notebook07_run_all_click_shows_a_cell_and_encoder_switch_updates_it(chromium, lab):
     page, problems = _open(chromium, lab, "07_umap_explorer")
     try:
-        _run_all(page, timeout_s=900)
+        _run_all(page, timeout_s=900, shots=lab[2])
         explorer = page.locator(".jupyter-widgets.widget-vbox").filter(
             has=page.locator(".js-plotly-plot")).first
         explorer.scroll_into_view_if_needed()
@@ -173,5 +187,8 @@ def test_notebook07_run_all_click_shows_a_cell_and_encoder_switch_updates_it(chr
         assert switched.split("\n")[0] == clicked.split("\n")[0]   # same cell, new encoder
         explorer.screenshot(path=str(lab[2] / "nb07_switch.png"))
         assert not problems, "\n".join(problems)
+    except BaseException:
+        page.screenshot(path=str(lab[2] / "nb07_failure.png"))   # what the page showed
+        raise
     finally:
         page.close()
