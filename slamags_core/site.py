@@ -190,10 +190,29 @@ def execute_notebook(path: Path, *, env: dict[str, str], timeout: int):
             return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
 
     nb = nbformat.read(path, as_version=4)
+    # A plotly FigureWidget sends its traces as messages, which the stored widget state does not
+    # add up; one last cell asks the kernel for each such figure as it stands after the run.
+    nb.cells.append(nbformat.v4.new_code_cell(_FIGURE_WIDGETS_PROBE))
     client = _Client(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
                      resources={"metadata": {"path": str(path.parent)}})
     client.execute(env=env)
+    probe = nb.cells.pop()
+    text = "".join(o.get("text", "") for o in probe.outputs if o.get("name") == "stdout")
+    figures = json.loads(text) if text.strip() else {}
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE_MIME, {}).get("state", {})
+    for model_id, fig in figures.items():
+        if model_id in state:
+            state[model_id].setdefault("state", {})["_site_figure"] = fig
     return nb
+
+
+_FIGURE_WIDGETS_PROBE = """\
+import json as _json, sys as _sys
+if "plotly.basewidget" in _sys.modules:
+    from ipywidgets.widgets.widget import _instances as _widgets
+    from plotly.basewidget import BaseFigureWidget as _FW
+    print(_json.dumps({k: _json.loads(w.to_json()) for k, w in _widgets.items() if isinstance(w, _FW)}))
+"""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -331,12 +350,11 @@ class WidgetSnapshot:
         if name in ("FloatProgressModel", "IntProgressModel"):
             return (f'<progress class="sa-progressbar" value="{s.get("value", 0)}" '
                     f'max="{s.get("max", 100)}"></progress>')
-        if "_widget_data" in s or "_data" in s:          # plotly FigureWidget
+        if "_site_figure" in s or "_widget_data" in s:          # plotly FigureWidget
             self.interactive = True
-            fig = {"data": s.get("_widget_data", s.get("_data", [])),
-                   "layout": s.get("_widget_layout", s.get("_layout", {})),
-                   "config": s.get("_config", {})}
-            return plotly_html(fig)
+            fig = s.get("_site_figure") or {"data": s.get("_widget_data", []),
+                                            "layout": s.get("_widget_layout", {})}
+            return plotly_html(dict(fig, config=s.get("_config", {})))
         if any(k in name for k in self.INTERACTIVE):
             self.interactive = True
             return self._control(name, s)

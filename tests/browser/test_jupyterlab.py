@@ -37,8 +37,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory, chromium, smoke_data_dir):
-    """URL prefix and token of a JupyterLab server on 127.0.0.1 (stopped after the module)."""
+def lab(tmp_path_factory, chromium, smoke_data_dir, smoke_site):
+    """URL prefix and token of a JupyterLab server on 127.0.0.1 (stopped after the module).
+
+    It shares the smoke site's data cache (built first), so notebook 07 loads the encoders that
+    notebook 04 pretrained there instead of pretraining them again, as in a student's sequence.
+    """
     base = tmp_path_factory.mktemp("lab")
     nbs = base / "notebooks"
     nbs.mkdir()
