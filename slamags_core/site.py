@@ -161,7 +161,8 @@ def execute_notebook(path: Path, *, env: dict[str, str], timeout: int):
     """Run a notebook top to bottom in a fresh kernel started in its folder; returns the notebook.
 
     Cells tagged ``skip-execution`` or ``nbval-skip`` (or starting with ``# NBVAL_SKIP``) are
-    left as they are, as under nbval; a cell tagged ``raises-exception`` may raise. Any other
+    left as they are, as under nbval; a cell tagged ``raises-exception`` or
+    ``nbval-raises-exception`` (or holding ``# NBVAL_RAISES_EXCEPTION``) may raise. Any other
     error stops the build with nbclient's ``CellExecutionError`` (the cell and its traceback).
     """
     import nbformat
@@ -185,7 +186,8 @@ def execute_notebook(path: Path, *, env: dict[str, str], timeout: int):
             if cell.cell_type == "code" and ("nbval-skip" in tags or
                                              cell.source.lstrip().startswith("# NBVAL_SKIP")):
                 return cell
-            if cell.cell_type == "code" and "# NBVAL_RAISES_EXCEPTION" in cell.source:
+            if cell.cell_type == "code" and ("# NBVAL_RAISES_EXCEPTION" in cell.source or
+                                             "nbval-raises-exception" in tags):
                 cell.metadata["tags"] = sorted(tags | {"raises-exception"})
             return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
 

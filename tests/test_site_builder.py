@@ -125,3 +125,12 @@ def test_results_page_without_a_sweep_says_how_to_get_one(tmp_path):
 def test_build_site_rejects_unknown_notebook_names(tmp_path):
     with pytest.raises(ValueError, match="not notebooks.*99_nope"):
         site.build_site(site.SiteConfig(out_dir=tmp_path, preset="smoke", only=("99_nope",)))
+
+
+def test_figure_widget_snapshot_uses_the_figure_reported_by_the_kernel():
+    fig = {"data": [{"type": "scatter", "x": [1, 2], "y": [3, 4]}], "layout": {"title": {"text": "t"}}}
+    state = {"fw": {"model_name": "AnyModel", "state": {"_widget_data": [], "_widget_layout": {},
+                                                         "_site_figure": fig, "_config": {}}}}
+    snap = site.WidgetSnapshot(state, site.PageFiles("p"))
+    spec = _spec(snap.render("fw"))
+    assert snap.interactive and spec["data"] == fig["data"] and spec["layout"] == fig["layout"]
