@@ -8,7 +8,8 @@ results page of a witness-rate sweep, and works offline from ``file://`` or any 
 
 - plotly figures are drawn by one copy of plotly.js in ``assets/`` (shipped with the ``plotly``
   package); image traces given as pixel arrays become PNGs, so a figure is a few kB of JSON;
-- math is typeset by MathJax 2 from the ``jupyter-server-mathjax`` package, copied to ``assets/``;
+- math is typeset by MathJax 2 from the ``jupyter-server-mathjax`` package (HTML-CSS output with
+  the reader's own fonts: no web fonts, which Chromium will not load from ``file://``);
 - images are PNG/JPEG files beside the page, not inline base64;
 - an ipywidgets output becomes a static snapshot of the widget's first state (its pictures,
   figures and control values) with a line saying the live version needs JupyterLab.
@@ -38,8 +39,8 @@ WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
 SITE_TITLE = "SLAM-AGS, step by step"
 LIVE_NOTE = ("Static snapshot of an interactive widget, as it first appeared. Its controls need a "
              "running Python kernel: open the notebook in JupyterLab to use them.")
-MATHJAX_PARTS = ("MathJax.js", "config", "jax/input", "jax/element", "jax/output/HTML-CSS",
-                 "fonts", "extensions/TeX", "extensions/HTML-CSS", "extensions/MathEvents.js",
+MATHJAX_PARTS = ("MathJax.js", "config", "jax/input", "jax/element", "jax/output/HTML-CSS/autoload",
+                 "extensions/TeX", "extensions/HTML-CSS", "extensions/MathEvents.js",
                  "extensions/MathMenu.js", "extensions/MathZoom.js", "extensions/tex2jax.js",
                  "extensions/Safe.js", "extensions/FontWarnings.js", "extensions/MatchWebFonts.js",
                  "extensions/AssistiveMML.js", "extensions/toMathML.js", "extensions/MathML",

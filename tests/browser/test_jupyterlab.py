@@ -21,6 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
+PROMPTS = "'.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt'"  # JS, the open notebook
 LAB_SETTINGS = {  # JupyterLab user settings for the test server
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
         "windowingMode": "none", "autoStartDefaultKernel": True},
@@ -95,12 +96,22 @@ def _open(chromium, lab, name: str):
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
             if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.goto(f"{url}/lab/tree/{name}.ipynb?token={token}")
+    # a workspace of its own, reset: the tab shows only this notebook (Run All applies to it)
+    page.goto(f"{url}/lab/workspaces/{name}/tree/{name}.ipynb?reset&token={token}")
     page.wait_for_function(
         """() => document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell').length > 1 &&
                  document.querySelector('#jp-main-statusbar').innerText.includes('| Idle')""",
         timeout=120_000, polling=500)
     return page, problems
+
+
+def _shutdown_kernels(lab) -> None:
+    """Stop every kernel of the test server (a finished notebook should not hold the CPU)."""
+    url, token, _ = lab
+    kernels = json.loads(urllib.request.urlopen(f"{url}/api/kernels?token={token}", timeout=10).read())
+    for k in kernels:
+        req = urllib.request.Request(f"{url}/api/kernels/{k['id']}?token={token}", method="DELETE")
+        urllib.request.urlopen(req, timeout=30)
 
 
 def _run_all(page, timeout_s: float, shots: Path) -> None:
@@ -114,7 +125,7 @@ def _run_all(page, timeout_s: float, shots: Path) -> None:
     try:
         page.wait_for_function(   # every code cell numbered, or a cell failed (Run All then stops)
             """() => {
-              const prompts = Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'));
+              const prompts = Array.from(document.querySelectorAll(PROMPTS));""".replace("PROMPTS", PROMPTS) + """
               const busy = prompts.some(p => p.textContent.includes('*'));
               const failed = document.querySelector(
                 '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]');
@@ -126,7 +137,7 @@ def _run_all(page, timeout_s: float, shots: Path) -> None:
         raise
     errors = page.evaluate(errors_js)
     assert not errors, "a cell raised:\n" + "\n---\n".join(errors)[:4000]
-    prompts = page.evaluate("() => Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'))"
+    prompts = page.evaluate(f"() => Array.from(document.querySelectorAll({PROMPTS}))"
                             ".map(p => p.textContent)")
     assert all("[" in p and p.strip("[]: \u00a0").isdigit() for p in prompts), prompts
 
@@ -158,6 +169,7 @@ def test_notebook01_run_all_then_slider_redraws_the_bag_mosaic(chromium, lab):
         raise
     finally:
         page.close()
+        _shutdown_kernels(lab)
 
 
 def test_notebook07_run_all_click_shows_a_cell_and_encoder_switch_updates_it(chromium, lab):
@@ -196,3 +208,4 @@ def test_notebook07_run_all_click_shows_a_cell_and_encoder_switch_updates_it(chr
         raise
     finally:
         page.close()
+        _shutdown_kernels(lab)

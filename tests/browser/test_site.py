@@ -99,8 +99,9 @@ def test_page_in_chromium_no_console_errors_every_figure_drawn(smoke_site, site_
         page.wait_for_timeout(300)
         figures = page.evaluate(DRAWN)
         images = page.evaluate(IMAGES)
-        math = page.evaluate("document.querySelectorAll('.MathJax, .MathJax_Display').length")
-        raw_math = page.evaluate("document.querySelector('main').innerText.includes('$$')")
+        math = page.evaluate("document.querySelectorAll('.MathJax_SVG, .MathJax_SVG_Display').length")
+        raw_math = page.evaluate("Array.from(document.querySelectorAll('.jp-MarkdownCell'))"
+                                 ".some(c => c.innerText.includes('$$'))")
     finally:
         for ev, fn in (("console", on_console), ("pageerror", on_error),
                        ("requestfailed", on_failed), ("request", on_request)):
