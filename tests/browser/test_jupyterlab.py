@@ -124,8 +124,8 @@ def _run_all(page, timeout_s: float, shots: Path) -> None:
         .map(e => e.innerText).filter(t => /Traceback|^\\w+Error\\b/m.test(t))"""
     try:
         page.wait_for_function(   # every code cell numbered, or a cell failed (Run All then stops)
-            """() => {
-              const prompts = Array.from(document.querySelectorAll(PROMPTS));""".replace("PROMPTS", PROMPTS) + """
+            f"""() => {{
+              const prompts = Array.from(document.querySelectorAll({PROMPTS}));""" + """
               const busy = prompts.some(p => p.textContent.includes('*'));
               const failed = document.querySelector(
                 '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]');
