@@ -62,7 +62,7 @@ def test_results_page_shows_the_sweep(smoke_site):
 DRAWN = """() => Array.from(document.querySelectorAll('div.sa-plotly')).map(d => {
   const plot = d.querySelector('.js-plotly-plot');
   const n = plot && plot._fullData ? plot._fullData.length : -1;
-  const painted = d.querySelectorAll('.main-svg .trace, .main-svg image, .gl-canvas').length;
+  const painted = d.querySelectorAll('.main-svg .trace, .main-svg image, canvas').length;
   return {traces: n, painted: painted,
           width: plot ? plot.getBoundingClientRect().width : 0};
 })"""
