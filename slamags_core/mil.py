@@ -27,6 +27,7 @@ accuracy); the best state is restored.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from torch import Tensor, nn
 
 from slamags_core.config import MILConfig
 from slamags_core.utils import set_seed
+from slamags_core.validation import check_float, check_int
 
 AGGREGATORS: tuple[str, ...] = ("mean", "max", "abmil", "prototype")
 N_CLASSES = 2  # class 0 = negative, class 1 = abnormal
@@ -169,12 +171,11 @@ class PrototypeMIL(_MILBase):
 
     def __init__(self, in_dim: int, cfg: MILConfig):
         super().__init__(in_dim, cfg)
-        if cfg.n_prototypes < 1:
-            raise ValueError(f"n_prototypes must be >= 1, got {cfg.n_prototypes}")
+        M = check_int(cfg.n_prototypes, "n_prototypes", ge=1)
         L = cfg.hidden_dim
         self.V = nn.Linear(L, L)
         self.U = nn.Linear(L, L)
-        self.prototypes = nn.Parameter(torch.randn(N_CLASSES, cfg.n_prototypes, L) / math.sqrt(L))
+        self.prototypes = nn.Parameter(torch.randn(N_CLASSES, M, L) / math.sqrt(L))
         self.head_v = nn.Parameter(torch.randn(N_CLASSES, L) / math.sqrt(L))  # (C, L)
         self.head_g = nn.Parameter(torch.ones(N_CLASSES))  # (C,)
         self.head_b = nn.Parameter(torch.zeros(N_CLASSES))  # (C,)
@@ -202,6 +203,17 @@ class PrototypeMIL(_MILBase):
 _MODELS = {"mean": MeanMIL, "max": MaxMIL, "abmil": GatedAttentionMIL, "prototype": PrototypeMIL}
 
 
+def _check_config(cfg: MILConfig) -> MILConfig:
+    """``cfg`` with every number validated (ValueError naming it) and made a plain int / float."""
+    ints = {f: check_int(getattr(cfg, f), f, ge=1)
+            for f in ("epochs", "hidden_dim", "n_prototypes", "patience")}
+    return dataclasses.replace(
+        cfg, **ints, seed=check_int(cfg.seed, "seed", ge=0), lr=check_float(cfg.lr, "lr", gt=0),
+        weight_decay=check_float(cfg.weight_decay, "weight_decay", ge=0),
+        cluster_weight=check_float(cfg.cluster_weight, "cluster_weight", ge=0),
+        topk_fraction=check_float(cfg.topk_fraction, "topk_fraction", gt=0, le=1))
+
+
 def build_mil(name: str, in_dim: int, cfg: MILConfig) -> nn.Module:
     """Build an MIL aggregator; ``forward(H  # (N, D), y=None) -> MILOutput``.
 
@@ -215,9 +227,7 @@ def build_mil(name: str, in_dim: int, cfg: MILConfig) -> nn.Module:
     """
     if name not in _MODELS:
         raise ValueError(f"unknown MIL aggregator {name!r}; allowed: {AGGREGATORS}")
-    if in_dim < 1 or cfg.hidden_dim < 1:
-        raise ValueError(f"in_dim and hidden_dim must be >= 1, got {in_dim} and {cfg.hidden_dim}")
-    return _MODELS[name](in_dim, cfg)
+    return _MODELS[name](check_int(in_dim, "in_dim", ge=1), _check_config(cfg))
 
 
 def check_bags(bags: Sequence[Tensor], what: str = "bags") -> int:
@@ -319,9 +329,7 @@ def train_mil(
         ValueError: empty bag lists or bags, mismatched embedding sizes, labels outside {0, 1},
             or invalid epochs / patience / lr.
     """
-    if cfg.epochs < 1 or cfg.patience < 1 or cfg.lr <= 0:
-        raise ValueError(f"need epochs >= 1, patience >= 1, lr > 0; "
-                         f"got {cfg.epochs}, {cfg.patience}, {cfg.lr}")
+    cfg = _check_config(cfg)
     Htr, ytr = _split_labelled(train_bags, "train_bags")
     Hva, yva = _split_labelled(val_bags, "val_bags")
     if Htr[0].shape[1] != Hva[0].shape[1]:

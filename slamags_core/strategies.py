@@ -5,7 +5,8 @@ encoder with two tasks per step: NT-Xent (Chen et al., SimCLR, ICML 2020) over t
 patches from slide-POSITIVE bags, and the similarity (alignment) loss over two views of patches
 from slide-NEGATIVE bags, the task gradients combined by plain sum, PCGrad (Yu et al., NeurIPS
 2020) or AGS (PCGrad + rescale to the norm of the plain sum). The baselines are rows of the same
-table and run in the same loop (:mod:`slamags_core.pretrain`) on the same batches.
+table and run in the same loop (:mod:`slamags_core.pretrain`) on the same batches, and so does
+the one-class competitor Deep SVDD (Ruff et al., ICML 2018; :mod:`slamags_core.deep_svdd`).
 """
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from slamags_core import deep_svdd
 from slamags_core.config import METHODS
 from slamags_core.losses import nt_xent, similarity_loss, supcon
 
 DIAGNOSTIC_METHODS: tuple[str, ...] = ("sim_only",)  # similarity loss alone: shows collapse
-ENGINE_METHODS: tuple[str, ...] = METHODS + DIAGNOSTIC_METHODS
+COMPETITOR_METHODS: tuple[str, ...] = ("deep_svdd",)  # beyond the paper (not yet in the sweep)
+ENGINE_METHODS: tuple[str, ...] = METHODS + COMPETITOR_METHODS + DIAGNOSTIC_METHODS
 
 
 # A loss function maps the forward outputs of the step's groups
@@ -53,6 +56,10 @@ def _loss_sim_only(out, y, cfg, head):
     return {"sim": similarity_loss(*_halves(out["neg"][1]), cfg.temperature)}
 
 
+def _loss_deep_svdd(out, y, cfg, head):
+    return {"svdd": deep_svdd.svdd_loss(out["neg"][0].float(), head.c)}  # both views -> c
+
+
 @dataclass(frozen=True)
 class Strategy:
     """How one pretraining method uses the shared loop."""
@@ -62,6 +69,8 @@ class Strategy:
     surgery: str | None = None  # surgery.combine method for the SLAM task pair
     center_neg: bool = False    # the first view of a negative patch is a centre crop (SLAM)
     head: bool = False          # train a linear slide-label head on h (weak)
+    setup: Callable | None = None  # (encoder, neg_images, cfg, device) -> head module, run on
+                                   # the initial encoder (deep_svdd: freeze BN affine, centre c)
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -73,4 +82,5 @@ STRATEGIES: dict[str, Strategy] = {
     "slam_pcgrad": Strategy(("pos", "neg"), _loss_slam, "pcgrad", center_neg=True),
     "slam_ags": Strategy(("pos", "neg"), _loss_slam, "ags", center_neg=True),
     "sim_only": Strategy(("neg",), _loss_sim_only, center_neg=True),
+    "deep_svdd": Strategy(("neg",), _loss_deep_svdd, center_neg=True, setup=deep_svdd.setup),
 }

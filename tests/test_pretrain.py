@@ -97,6 +97,12 @@ def test_each_strategy_changes_what_it_should(method):
         assert not changed and res.history == [] and len(res.epochs) == 1
         return
     assert len(res.history) == CFG.epochs * 3 and len(res.epochs) == CFG.epochs + 1
+    if method == "deep_svdd":  # bias-free: BatchNorm affine frozen, projector unused
+        bn = {k for k in backbone if isinstance(res.encoder.get_submodule(k.rsplit(".", 1)[0]),
+                                                torch.nn.BatchNorm2d)}
+        assert bn and backbone - bn <= changed and not (bn | projector) & changed
+        assert "loss_svdd" in res.history[0] and res.head.c.shape == (res.encoder.feature_dim,)
+        return
     assert backbone <= changed
     if method == "weak":
         assert not projector & changed  # the projector is not used by the patch classifier
