@@ -246,6 +246,8 @@ def plot_differences(analyses: Sequence[dict], metrics: Sequence[str] = CLAIM_ME
     palette = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692",
                "#b6e880", "#ff97ff"]
     colour = {o: palette[i % len(palette)] for i, o in enumerate(others)}
+    ticks = sorted({100 * r["witness_rate"] for a in analyses for c in a["comparisons"]
+                    for r in c["by_witness_rate"]})  # one label per WR (log axis)
     for i, metric in enumerate(metrics):
         for j, a in enumerate(analyses):
             for c in a["comparisons"]:
@@ -260,7 +262,8 @@ def plot_differences(analyses: Sequence[dict], metrics: Sequence[str] = CLAIM_ME
                     showlegend=(i == 0 and j == 0), line=dict(color=colour[c["other"]])),
                     row=i + 1, col=j + 1)
             fig.add_hline(y=0, line_dash="dash", line_color="grey", row=i + 1, col=j + 1)
-            fig.update_xaxes(type="log", title_text="witness rate (%)", row=i + 1, col=j + 1)
+            fig.update_xaxes(type="log", title_text="witness rate (%)", row=i + 1, col=j + 1,
+                             tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     fig.update_layout(height=320 * len(metrics), width=480 * len(analyses) + 160,
                       title="Paired differences slam_ags − other with 95% bootstrap intervals")
     return fig
