@@ -8,8 +8,9 @@ results page of a witness-rate sweep, and works offline from ``file://`` or any 
 
 - plotly figures are drawn by one copy of plotly.js in ``assets/`` (shipped with the ``plotly``
   package); image traces given as pixel arrays become PNGs, so a figure is a few kB of JSON;
-- math is typeset by MathJax 2 from the ``jupyter-server-mathjax`` package (HTML-CSS output with
-  the reader's own fonts: no web fonts, which Chromium will not load from ``file://``);
+- math is typeset in the browser by MathJax 3 (``tex-svg-full.js`` from the PyPI package
+  ``sphinx-mathjax-offline``) as SVG: glyphs are paths, so no web font is needed (Chromium
+  will not load fonts from ``file://``) and formulas look alike in every browser;
 - images are PNG/JPEG files beside the page, not inline base64;
 - an ipywidgets output becomes a static snapshot of the widget's first state (its pictures,
   figures and control values) with a line saying the live version needs JupyterLab.
@@ -39,12 +40,9 @@ WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
 SITE_TITLE = "SLAM-AGS, step by step"
 LIVE_NOTE = ("Static snapshot of an interactive widget, as it first appeared. Its controls need a "
              "running Python kernel: open the notebook in JupyterLab to use them.")
-MATHJAX_PARTS = ("MathJax.js", "config", "jax/input", "jax/element", "jax/output/HTML-CSS/autoload",
-                 "extensions/TeX", "extensions/HTML-CSS", "extensions/MathEvents.js",
-                 "extensions/MathMenu.js", "extensions/MathZoom.js", "extensions/tex2jax.js",
-                 "extensions/Safe.js", "extensions/FontWarnings.js", "extensions/MatchWebFonts.js",
-                 "extensions/AssistiveMML.js", "extensions/toMathML.js", "extensions/MathML",
-                 "LICENSE")
+MATHJAX_DIST = "sphinx-mathjax-offline"   # PyPI package holding MathJax 3.2.2's es5 build
+MATHJAX_DIR = "sphinx-mathjax-offline/static/mathjax"
+MATHJAX_FILE = "tex-svg-full.js"           # TeX input (every extension) + SVG output, one file
 
 
 @dataclasses.dataclass
@@ -430,11 +428,19 @@ def _exporter():
                         extra_template_basedirs=[str(TEMPLATE_BASE)])
 
 
-def _has_math(nb) -> bool:
+MATH_RE = re.compile(r"\$\$.+?\$\$|\$[^$\n]+\$|\\\(|\\\[|\\begin\{", re.S)
+
+
+def has_math(nb) -> bool:
+    """Does the notebook's markdown (cells and markdown outputs) hold TeX math?
+
+    ``$...$``, ``$$...$$`` (also over several lines), ``\\(...\\)``, ``\\[...\\]`` or
+    ``\\begin{env}``: pages without math do not load MathJax.
+    """
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     text += "\n".join("".join(o.get("data", {}).get("text/markdown", ""))
                       for c in nb.cells for o in c.get("outputs", []))
-    return bool(re.search(r"\$[^$\n]+\$|\\\(|\\\[", text))
+    return bool(MATH_RE.search(text))
 
 
 def write_page(nb, name: str, out_dir: Path, site: dict, files: PageFiles | None = None) -> Path:
@@ -445,7 +451,7 @@ def write_page(nb, name: str, out_dir: Path, site: dict, files: PageFiles | None
                     for c in nb.cells for o in c.get("outputs", []))
     resources = {"metadata": {"name": name}, "output_files_dir": f"{name}_files",
                  "unique_key": name,
-                 "site": dict(site, current=f"{name}.html", has_math=_has_math(nb),
+                 "site": dict(site, current=f"{name}.html", has_math=has_math(nb),
                               has_plotly=any('class="sa-plotly"' in h for h in html_outputs))}
     body, resources = _exporter().from_notebook_node(nb, resources=resources)
     for rel, data in {**resources.get("outputs", {}), **files.files}.items():
@@ -460,23 +466,38 @@ def write_page(nb, name: str, out_dir: Path, site: dict, files: PageFiles | None
     return path
 
 
+def mathjax_path() -> Path:
+    """MathJax 3's ``tex-svg-full.js`` inside the installed ``sphinx-mathjax-offline`` package.
+
+    That package is a plain copy of MathJax 3.2.2's ``es5/`` folder (byte-identical to the npm
+    package ``mathjax@3.2.2``); it is used for its files only, never imported.
+
+    Raises:
+        FileNotFoundError: the package is missing (it is in the ``dev`` extra) or lacks the file.
+    """
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        path = Path(distribution(MATHJAX_DIST).locate_file(f"{MATHJAX_DIR}/{MATHJAX_FILE}"))
+    except PackageNotFoundError:
+        path = None
+    if path is None or not path.is_file():
+        raise FileNotFoundError(
+            f"MathJax 3 ({MATHJAX_FILE}) not found: the site needs the PyPI package "
+            f"{MATHJAX_DIST!r} (pip install -e '.[dev]', or pip install {MATHJAX_DIST})")
+    return path
+
+
 def copy_assets(out_dir: Path) -> None:
     """plotly.js, MathJax, JupyterLab's notebook CSS and the site's own CSS/JS -> ``assets/``."""
-    import jupyter_server_mathjax
     import plotly
     from nbconvert import HTMLExporter
 
     assets = out_dir / "assets"
     assets.mkdir(parents=True, exist_ok=True)
     shutil.copy2(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", assets)
-    mj_src = Path(jupyter_server_mathjax.__file__).parent / "static"
-    for part in MATHJAX_PARTS:
-        src, dst = mj_src / part, assets / "mathjax" / part
-        if src.is_dir():
-            shutil.copytree(src, dst, dirs_exist_ok=True)
-        elif src.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
+    (assets / "mathjax").mkdir(exist_ok=True)
+    shutil.copy2(mathjax_path(), assets / "mathjax" / MATHJAX_FILE)
     lab = next(Path(p) / "lab" / "static" for p in HTMLExporter().template_paths
                if (Path(p) / "lab" / "static" / "index.css").exists())
     lab_css = "\n".join((lab / f).read_text() for f in ("index.css", "theme-light.css"))

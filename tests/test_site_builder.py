@@ -134,3 +134,31 @@ def test_figure_widget_snapshot_uses_the_figure_reported_by_the_kernel():
     snap = site.WidgetSnapshot(state, site.PageFiles("p"))
     spec = _spec(snap.render("fw"))
     assert snap.interactive and spec["data"] == fig["data"] and spec["layout"] == fig["layout"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("inline $x_i$ math", True),
+    ("$$L_1 = \\tfrac12 x,\\quad\nL_2 = y.$$", True),          # display math over two lines
+    ("\\begin{align} a &= b \\end{align}", True),
+    ("\\(a\\) and \\[b\\]", True),
+    ("costs 5 dollars, no math; `echo $HOME`", False),
+])
+def test_has_math_finds_inline_display_and_multiline_formulas(text, expected):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)])
+    assert site.has_math(nb) is expected
+
+
+def test_every_notebook_with_a_formula_gets_mathjax():
+    """A page loads MathJax exactly when its notebook's markdown holds TeX (notebook 03's only
+    formula is a two-line $$...$$, which an earlier pattern missed)."""
+    with_math = {p.stem for p in sorted(Path(site.ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+                 if site.has_math(nbformat.read(p, as_version=4))}
+    assert {"02_two_losses", "03_gradient_surgery", "05_mil"} <= with_math
+
+
+def test_mathjax_3_svg_ships_with_the_site(tmp_path):
+    site.copy_assets(tmp_path)
+    mj = tmp_path / "assets" / "mathjax" / site.MATHJAX_FILE
+    head = mj.read_text(encoding="utf-8")[:200_000]
+    assert 'VERSION="3.' in head or "3.2.2" in head
+    assert not list(tmp_path.rglob("*.woff*")) and not list(tmp_path.rglob("*.otf"))  # no web fonts

@@ -15,6 +15,11 @@ from slamags_core.site import site_size
 PAGES = ["index", "01_cells_and_bags", "02_two_losses", "03_gradient_surgery", "04_pretraining",
          "05_mil", "06_retrieval", "07_umap_explorer", "08_witness_rate_sweep", "results"]
 
+# formulas on the pages with math (the markdown's $...$ / $$...$$ at the time of writing; a lower
+# count means formulas went missing, e.g. MathJax not loaded on a page that needs it)
+MIN_FORMULAS = {"02_two_losses": 15, "03_gradient_surgery": 1, "04_pretraining": 4, "05_mil": 21,
+                "06_retrieval": 5}
+
 
 def test_site_has_every_page_and_its_size_is_sensible(smoke_site):
     out, pages = smoke_site
@@ -66,6 +71,20 @@ DRAWN = """() => Array.from(document.querySelectorAll('div.sa-plotly')).map(d =>
   return {traces: n, painted: painted,
           width: plot ? plot.getBoundingClientRect().width : 0};
 })"""
+# TeX left in the prose after MathJax ran (code, pre and typeset formulas taken out), and
+# formulas MathJax could not typeset (an unknown macro is drawn as a red error, not thrown)
+MATH = """() => {
+  const left = [];
+  for (const cell of document.querySelectorAll('.jp-RenderedMarkdown, .jp-RenderedHTMLCommon')) {
+    const copy = cell.cloneNode(true);
+    copy.querySelectorAll('code, pre, mjx-container, script, style').forEach(e => e.remove());
+    const m = copy.textContent.match(/\\$[^$]+\\$|\\\\[(\\[]|\\\\begin\\{|\\\\[a-zA-Z]+\\{/g);
+    if (m) left.push(...m.map(s => s.slice(0, 80)));
+  }
+  return {typeset: document.querySelectorAll('mjx-container').length, left: left,
+          errors: Array.from(document.querySelectorAll('mjx-merror, [data-mjx-error]'))
+                       .map(e => e.getAttribute('data-mjx-error') || e.textContent)};
+}"""
 IMAGES = """() => Array.from(document.querySelectorAll('main img')).map(
   i => ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0}))"""
 
@@ -93,15 +112,14 @@ def test_page_in_chromium_no_console_errors_every_figure_drawn(smoke_site, site_
     page.on("request", on_request)
     try:
         page.goto((out / f"{name}.html").as_uri(), wait_until="load")
-        page.wait_for_function("() => !window.MathJax || !window.MathJax.Hub || "
-                               "MathJax.Hub.queue.pending === 0 && MathJax.Hub.queue.running === 0",
+        # MathJax 3: startup.promise resolves once the page's first typesetting is done
+        page.wait_for_function("() => !window.MathJax || (MathJax.startup && MathJax.startup.promise)",
                                timeout=30_000)
+        page.evaluate("() => window.MathJax ? MathJax.startup.promise.then(() => true) : true")
         page.wait_for_timeout(300)
         figures = page.evaluate(DRAWN)
         images = page.evaluate(IMAGES)
-        math = page.evaluate("document.querySelectorAll('.MathJax_SVG, .MathJax_SVG_Display').length")
-        raw_math = page.evaluate("Array.from(document.querySelectorAll('.jp-MarkdownCell'))"
-                                 ".some(c => c.innerText.includes('$$'))")
+        math = page.evaluate(MATH)
     finally:
         for ev, fn in (("console", on_console), ("pageerror", on_error),
                        ("requestfailed", on_failed), ("request", on_request)):
@@ -113,6 +131,7 @@ def test_page_in_chromium_no_console_errors_every_figure_drawn(smoke_site, site_
     assert not broken, f"{name}: images not displayed: {broken}"
     if name.startswith("0"):
         assert figures or images, f"{name}: a notebook page without a single figure"
-    assert not raw_math, f"{name}: untypeset $$ math left on the page"
-    if name == "02_two_losses":
-        assert math > 0, "MathJax typeset nothing on the page with the SupCon formula"
+    assert not math["left"], f"{name}: untypeset TeX left on the page: {math['left']}"
+    assert not math["errors"], f"{name}: formulas MathJax could not typeset: {math['errors']}"
+    assert math["typeset"] >= MIN_FORMULAS.get(name, 0), \
+        f"{name}: {math['typeset']} formulas typeset, expected at least {MIN_FORMULAS[name]}"
