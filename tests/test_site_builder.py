@@ -66,6 +66,33 @@ def test_image_trace_pixels_become_a_png_with_the_same_pixels():
         np.testing.assert_array_equal(np.asarray(png.convert("RGB")), rgb)
 
 
+def _typed(a: np.ndarray, shape=None) -> dict:
+    out = {"dtype": "f8", "bdata": base64.b64encode(a.astype("<f8").tobytes()).decode()}
+    return dict(out, shape=shape) if shape else out
+
+
+def _untyped(t: dict) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(t["bdata"]), dtype={"f4": "<f4", "f8": "<f8"}[t["dtype"]])
+
+
+def test_float64_arrays_become_float32_only_where_no_drawn_value_moves():
+    rng = np.random.default_rng(0)
+    grid = rng.normal(size=(7, 9))                        # a heatmap's z: float32 draws it the same
+    colour = np.r_[rng.uniform(0, 5, 10), np.nan]         # NaN gaps are kept
+    fine = 1.0 + 1e-9 * np.arange(10)                     # differences float32 cannot hold
+    fig = {"data": [{"type": "heatmap", "z": _typed(grid, "7, 9"), "x": [0.5, 1.5]},
+                    {"type": "scatter", "y": _typed(fine), "marker": {"color": _typed(colour)}},
+                    {"type": "scatter", "y": _typed(np.array([1.0, np.inf]))}], "layout": {}}
+    data = _spec(site.plotly_html(fig))["data"]
+    z, c = data[0]["z"], data[1]["marker"]["color"]
+    assert (z["dtype"], z["shape"], c["dtype"]) == ("f4", "7, 9", "f4")
+    np.testing.assert_allclose(_untyped(z), grid.ravel(), rtol=0, atol=1e-6 * np.ptp(grid))
+    np.testing.assert_allclose(_untyped(c), colour, rtol=0, atol=1e-6 * 5)
+    assert data[0]["x"] == [0.5, 1.5]                     # plain lists are left alone
+    assert data[1]["y"]["dtype"] == "f8" and np.array_equal(_untyped(data[1]["y"]), fine)
+    assert data[2]["y"]["dtype"] == "f8"                  # an infinity is not rounded away
+
+
 def _png(color=(200, 0, 0)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (4, 3), color).save(buf, "png")
