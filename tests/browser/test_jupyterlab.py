@@ -114,27 +114,54 @@ def _shutdown_kernels(lab) -> None:
         urllib.request.urlopen(req, timeout=30)
 
 
+BUSY_CELL = f"""() => {{
+  const prompts = Array.from(document.querySelectorAll({PROMPTS}));
+  const i = prompts.findIndex(p => p.textContent.includes('*'));
+  const cell = i < 0 ? null : prompts[i].closest('.jp-CodeCell');
+  const source = cell ? cell.querySelector('.jp-InputArea-editor').innerText : '';
+  return {{running: i, of: prompts.length, source: source.slice(0, 300),
+          unrun: prompts.filter(p => !/\\[\\d+\\]/.test(p.textContent)).length,
+          status: document.querySelector('#jp-main-statusbar').innerText.replace(/\\s+/g, ' ')}};
+}}"""
+
+
 def _run_all(page, timeout_s: float, shots: Path) -> None:
-    """Run > Run All Cells from the menu bar; wait until every code cell has run (a screenshot
-    of the page goes to `shots` if it never does)."""
+    """Run > Run All Cells from the menu bar; wait until every code cell has run.
+
+    Stops early when a cell fails (Run All then stops) or the kernel dies. If the notebook never
+    finishes, the failure says which cell was still running, the kernel's status and the end of
+    the server's log (kernel messages go there), and a screenshot goes to `shots`.
+    """
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
     errors_js = """() => Array.from(document.querySelectorAll(
         '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'))
         .map(e => e.innerText).filter(t => /Traceback|^\\w+Error\\b/m.test(t))"""
     try:
-        page.wait_for_function(   # every code cell numbered, or a cell failed (Run All then stops)
+        page.wait_for_function(   # every code cell numbered, or a cell failed, or the kernel died
             f"""() => {{
               const prompts = Array.from(document.querySelectorAll({PROMPTS}));""" + """
               const busy = prompts.some(p => p.textContent.includes('*'));
               const failed = document.querySelector(
                 '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]');
+              const status = document.querySelector('#jp-main-statusbar').innerText;
+              if (/\\| (Dead|Restarting|Autorestarting)/.test(status)) return true;
               return prompts.length > 0 && !busy &&
                      (prompts.every(p => /\\[\\d+\\]/.test(p.textContent)) || failed !== null);
             }""", timeout=timeout_s * 1000, polling=500)
-    except Exception:
+    except Exception as exc:
         page.screenshot(path=str(shots / "run_all_timeout.png"))
-        raise
+        state = page.evaluate(BUSY_CELL)
+        log = (shots / "lab.log").read_text()[-3000:] if (shots / "lab.log").exists() else ""
+        raise AssertionError(
+            f"Run All did not finish in {timeout_s:.0f} s: code cell {state['running'] + 1} of "
+            f"{state['of']} still running ({state['unrun']} not run), status bar "
+            f"{state['status']!r}; its source:\n{state['source']}\n--- JupyterLab log (end):\n{log}"
+            f"\n(screenshot: {shots / 'run_all_timeout.png'})") from exc
+    status = page.evaluate(BUSY_CELL)["status"]
+    assert not any(f"| {s}" in status for s in ("Dead", "Restarting", "Autorestarting")), \
+        f"the kernel died during Run All (status bar {status!r}); JupyterLab log:\n" + \
+        (shots / "lab.log").read_text()[-3000:]
     errors = page.evaluate(errors_js)
     assert not errors, "a cell raised:\n" + "\n---\n".join(errors)[:4000]
     prompts = page.evaluate(f"() => Array.from(document.querySelectorAll({PROMPTS}))"
