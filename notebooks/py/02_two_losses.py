@@ -174,7 +174,10 @@ def sphere_plot(before, after, title):
         P = P.numpy()
         fig.add_trace(go.Scatter3d(x=P[:, 0], y=P[:, 1], z=P[:, 2], mode="markers",
                                    marker=dict(size=6, color=colour), showlegend=False), 1, col)
-    fig.update_layout(title=title, height=420, width=860)
+    # camera further out and thin margins: the whole cube fits its half (the default cut it off)
+    eye = dict(camera=dict(eye=dict(x=1.5, y=1.5, z=1.1)))
+    fig.update_layout(title=title, height=420, width=860, margin=dict(l=0, r=0, b=0, t=60),
+                      scene=eye, scene2=eye)
     fig.show()
 
 
