@@ -230,6 +230,13 @@ class BagSet:
         pos_bag = self.bag_labels[self.bag_index] == 1
         return self.images[train & pos_bag], self.images[train & ~pos_bag]
 
+    def pretraining_pool_labels(self) -> np.ndarray:
+        """Instance labels (1 = witness) of the positive pool, aligned with
+        ``pretraining_pools()[0]``. Only the ``oracle`` CEILING may use them."""
+        train = np.isin(self.bag_index, self.split_bags("train"))
+        pos_bag = self.bag_labels[self.bag_index] == 1
+        return np.asarray(self.instance_labels[train & pos_bag], dtype=np.int64)
+
     def save(self, path: str | Path) -> Path:
         """Write the set to one ``.npz`` (atomically; plain arrays, no pickle)."""
         arrays = {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)

@@ -17,6 +17,7 @@ DEFAULT_PRESET = "laptop"
 
 METHODS: tuple[str, ...] = (
     "random", "simclr", "weak", "supcon", "slam_sum", "slam_pcgrad", "slam_ags",
+    "oracle",  # CEILING: trained with the training cells' instance labels, which no method has
 )
 MIL_MODELS: tuple[str, ...] = ("prototype", "abmil")
 

@@ -15,6 +15,7 @@ from slamags_core.bags import BagSet, load_or_build_bags
 from slamags_core.config import BagConfig, METHODS, Preset, PretrainConfig
 from slamags_core.embed import embed_images
 from slamags_core.pretrain import PretrainResult, pretrain
+from slamags_core.strategies import STRATEGIES
 from slamags_core.utils import cache_dir, config_hash
 
 
@@ -57,9 +58,10 @@ def get_pretrained(preset: Preset, bagset: BagSet, method: str, seed: int = 0, *
         raise ValueError(f"unknown method {method!r}; allowed: {METHODS}")
     root = Path(root) if root is not None else cache_dir() / "checkpoints"
     pos, neg = bagset.pretraining_pools()
+    labels = bagset.pretraining_pool_labels() if STRATEGIES[method].instance_labels else None
     return pretrain(method, pos, neg, pretrain_config(preset, seed), device=device,
                     out_dir=root / run_key(preset, bagset, method, seed), resume=True,
-                    progress=progress)
+                    progress=progress, pos_labels=labels)
 
 
 def embed_bagset(preset: Preset, bagset: BagSet, result: PretrainResult, seed: int = 0, *,

@@ -23,6 +23,7 @@ continues exactly and, on the CPU, the same seed gives the same weights bit for 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -170,6 +171,7 @@ class _Run:
     n_steps: int
     amp: bool
     channels_last: bool
+    pos_labels: torch.Tensor | None = None  # (n_pos,) instance labels, oracle ceiling only
 
 
 def _held_sample(pos: torch.Tensor, neg: torch.Tensor, cfg: PretrainConfig) -> torch.Tensor:
@@ -225,6 +227,8 @@ def _views(run: _Run, pos_idx: torch.Tensor, neg_idx: torch.Tensor
     pos, neg = _gather(run.pos, pos_idx, run.device), _gather(run.neg, neg_idx, run.device)
     y = torch.cat([torch.ones(len(pos), dtype=torch.long),
                    torch.zeros(len(neg), dtype=torch.long)]).to(run.device)  # (B,)
+    if run.strategy.instance_labels:  # oracle ceiling: the cells' own labels replace slide labels
+        y[:len(pos)] = run.pos_labels[pos_idx].to(run.device)
     groups = {}
     for g in run.strategy.groups:
         if g == "all":
@@ -380,13 +384,26 @@ def _save_epoch(run: _Run, ckpt: Path, epoch: int, history: list[dict], epochs: 
         f.write(_log_lines(history[-run.n_steps:], "step") + _log_lines(epochs[-1:], "epoch"))
 
 
+def _instance_labels(labels, n_pos: int, method: str) -> tuple[torch.Tensor, str]:
+    """Checked ``(n_pos,)`` long tensor of 0/1 labels and its digest (for the fingerprint)."""
+    if labels is None:
+        raise ValueError(f"method {method!r} needs pos_labels (the positive pool's instance labels)")
+    lab = np.asarray(labels)
+    if lab.shape != (n_pos,) or not np.isin(lab, (0, 1)).all():
+        raise ValueError(f"pos_labels must be {n_pos} values in {{0, 1}} (one per positive patch), "
+                         f"got shape {lab.shape} with values {np.unique(lab)[:5].tolist()}")
+    lab = lab.astype(np.int64)
+    return torch.from_numpy(lab), hashlib.sha256(lab.tobytes()).hexdigest()[:16]
+
+
 # ----------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------
 
 def pretrain(method: str, pos_images: np.ndarray, neg_images: np.ndarray, cfg: PretrainConfig,
              *, device=None, out_dir: str | Path | None = None, resume: bool = True,
-             progress: bool = True, stop_after: int | None = None) -> PretrainResult:
+             progress: bool = True, stop_after: int | None = None,
+             pos_labels: np.ndarray | None = None) -> PretrainResult:
     """Pretrain an encoder with one strategy; checkpoint every epoch; resume exactly.
 
     Strategies (SLAM-AGS, Acerbis et al., ISBI 2026, and its baselines): ``random`` (no
@@ -395,7 +412,9 @@ def pretrain(method: str, pos_images: np.ndarray, neg_images: np.ndarray, cfg: P
     ``slam_pcgrad`` / ``slam_ags`` (NT-Xent on slide-positive + similarity loss on
     slide-negative patches, combined by ``surgery.combine``), and the diagnostic ``sim_only``
     (similarity loss alone, which collapses). ``weak`` never trains the projection head, so
-    its ``z`` is a random projection of ``h``: use ``embedding="h"`` with it.
+    its ``z`` is a random projection of ``h``: use ``embedding="h"`` with it. ``oracle`` is a
+    CEILING, not a method: ``weak``'s patch classifier trained with the *instance* labels
+    ``pos_labels`` (1 = witness) instead of slide labels (negative-pool cells are all 0).
 
     Args:
         method: one of :data:`ENGINE_METHODS`.
@@ -409,6 +428,8 @@ def pretrain(method: str, pos_images: np.ndarray, neg_images: np.ndarray, cfg: P
         progress: show a tqdm progress bar.
         stop_after: stop once this many epochs are done (the schedule still spans
             ``cfg.epochs``); a later call with ``resume=True`` continues. ``None`` = all.
+        pos_labels: ``(n_pos,)`` 0/1 instance labels of ``pos_images``; required by
+            ``oracle`` (part of its checkpoint's data fingerprint), ignored by every other method.
 
     Raises:
         ValueError: unknown method, bad config values, images that are not uint8
@@ -422,6 +443,8 @@ def pretrain(method: str, pos_images: np.ndarray, neg_images: np.ndarray, cfg: P
     pos, neg = as_uint8_batch(pos_images), as_uint8_batch(neg_images)
     data = data_fingerprint(pos, neg)
     run = _setup(method, cfg, device, pos, neg)
+    if run.strategy.instance_labels:
+        run.pos_labels, data["pos_labels"] = _instance_labels(pos_labels, len(pos), method)
     total = cfg.epochs if run.strategy.loss_fn is not None else 0
     end = total if stop_after is None else min(total, stop_after)
     ckpt = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
