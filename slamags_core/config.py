@@ -123,7 +123,8 @@ def _smoke() -> Preset:
         bags=BagConfig(bag_size=40, witness_rate=0.1, n_train=8, n_val=4, n_test=8),
         pretrain=PretrainConfig(encoder="tiny_cnn", width=8, crop_size=28, proj_dim=32,
                                 epochs=2, batch_size=64, lr=0.05, warmup_epochs=0),
-        mil=MILConfig(epochs=5, hidden_dim=32, n_prototypes=2, patience=5),
+        mil=MILConfig(epochs=5, hidden_dim=32, n_prototypes=2, patience=5, batch_bags=4, restarts=1,
+                      warmup_epochs=1),
         witness_rates=(0.1, 0.05),
     )
 
