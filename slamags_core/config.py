@@ -80,10 +80,10 @@ class MILConfig:
     lr: float = 1e-3                # peak Adam learning rate (paper code: 1e-3, constant)
     warmup_epochs: int = 2          # linear warm-up epochs, then cosine decay to 0 at `epochs`
     weight_decay: float = 1e-4      # Adam weight decay
-    hidden_dim: int = 128           # attention hidden size
+    hidden_dim: int = 64            # instance-feature and attention hidden size
     n_prototypes: int = 4           # prototypes per class in the prototype model
     cluster_weight: float = 0.005   # weight of the prototype clustering losses (paper code)
-    instance_dropout: float = 0.0   # share of a training bag's cells hidden per step
+    instance_dropout: float = 0.5   # share of a training bag's cells hidden per step
     query_init: float = 0.0         # std of ABMIL's attention query at init (0 = uniform attention)
     patience: int = 15              # early stopping on validation loss (epochs)
     restarts: int = 3               # independent initialisations; keep the lowest validation loss
@@ -140,7 +140,7 @@ def _paper() -> Preset:
         bags=BagConfig(bag_size=1000, n_train=64, n_val=16, n_test=32),
         pretrain=PretrainConfig(encoder="resnet18", crop_size=224, proj_dim=512, epochs=150,
                                 batch_size=256, lr=1e-3, warmup_epochs=10),
-        mil=MILConfig(epochs=100),
+        mil=MILConfig(epochs=100, hidden_dim=128),
         seeds=(0, 1, 2),
     )
 
