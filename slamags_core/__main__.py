@@ -1,6 +1,7 @@
-"""Command line: ``python -m slamags_core {sweep,generate,notebooks} ...``.
+"""Command line: ``python -m slamags_core {sweep,report,generate,notebooks} ...``.
 
     python -m slamags_core sweep --preset laptop --out outputs/sweep
+    python -m slamags_core report outputs/sweep
     python -m slamags_core generate --preset laptop
     python -m slamags_core notebooks --out outputs/notebooks
 """
@@ -31,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None, help="auto | cuda | mps | cpu")
     s.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+    r = sub.add_parser("report", help="rewrite a sweep folder's results.md, plots and verdicts "
+                                      "from its results.csv and predictions/")
+    r.add_argument("out", type=Path, help="the sweep's output folder")
+    r.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates")
+    r.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+
     g = sub.add_parser("generate", help="build (and cache) the preset's synthetic bags")
     g.add_argument("--preset", default="laptop", choices=sorted(PRESETS))
     g.add_argument("--witness-rates", nargs="+", type=float)
@@ -55,6 +62,23 @@ def _generate(args) -> None:
         bs = load_or_build_bags(preset.cells, bags)
         print(f"WR {wr:g}: {bs.n_bags} bags, {len(bs.images)} cells "
               f"({time.perf_counter() - t0:.1f} s)", flush=True)
+
+
+def _report(args) -> None:
+    import json
+
+    from slamags_core.report import write_report
+    from slamags_core.sweep import read_results
+
+    rows = read_results(args.out / "results.csv")
+    if not rows:
+        raise SystemExit(f"no results in {args.out / 'results.csv'}")
+    config = args.out / "config.json"
+    name = json.loads(config.read_text())["preset"].get("name", "") if config.exists() else ""
+    analyses = write_report(rows, args.out, preset_name=name, n_boot=args.n_boot, seed=args.seed)
+    print(f"{args.out / 'results.md'}: {len(rows)} rows, "
+          + (f"{len(analyses)} scorer variant(s) with verdicts" if analyses else
+             "no per-bag predictions (no intervals or verdicts)"), flush=True)
 
 
 def _notebooks(args) -> None:
@@ -92,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
         run_sweep(preset=get_preset(args.preset), out_dir=args.out, methods=args.methods,
                   mil_models=args.mil, witness_rates=args.witness_rates, seeds=args.seeds,
                   device=args.device, progress=not args.no_progress)
+    elif args.cmd == "report":
+        _report(args)
     elif args.cmd == "generate":
         _generate(args)
     else:

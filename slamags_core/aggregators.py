@@ -39,14 +39,17 @@ statistics of the training cells.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slamags_core.config import MILConfig
+from slamags_core.validation import check_float, check_int
 
 AGGREGATORS: tuple[str, ...] = ("mean", "max", "abmil", "prototype")
 N_CLASSES = 2  # class 0 = negative, class 1 = abnormal
@@ -317,9 +320,7 @@ class PrototypeMIL(MILAggregator):
 
     def __init__(self, in_dim: int, cfg: MILConfig):
         super().__init__(in_dim, cfg)
-        if cfg.n_prototypes < 1:
-            raise ValueError(f"n_prototypes must be >= 1, got {cfg.n_prototypes}")
-        L, M = cfg.hidden_dim, cfg.n_prototypes
+        L, M = cfg.hidden_dim, check_int(cfg.n_prototypes, "n_prototypes", ge=1)
         self.n_prototypes = M
         self.attention = GatedAttention(L, L, N_CLASSES * M, bias=False,
                                         query_init=max(cfg.query_init, 1.0 / math.sqrt(L)))
@@ -371,6 +372,28 @@ def build_mil(name: str, in_dim: int, cfg: MILConfig) -> MILAggregator:
     """
     if name not in _MODELS:
         raise ValueError(f"unknown MIL aggregator {name!r}; allowed: {AGGREGATORS}")
-    if in_dim < 1 or cfg.hidden_dim < 1:
-        raise ValueError(f"in_dim and hidden_dim must be >= 1, got {in_dim} and {cfg.hidden_dim}")
-    return _MODELS[name](in_dim, cfg)
+    return _MODELS[name](check_int(in_dim, "in_dim", ge=1), check_config(cfg))
+
+
+def check_config(cfg: MILConfig) -> MILConfig:
+    """``cfg`` with every number validated (ValueError naming it) and made a plain int / float.
+
+    Used by :func:`build_mil` and :func:`slamags_core.mil.train_mil`, which go on with the copy.
+    """
+    if not isinstance(cfg, MILConfig):
+        raise ValueError(f"expected a MILConfig, got {type(cfg).__name__}")
+    ints = {f: check_int(getattr(cfg, f), f, ge=1)
+            for f in ("epochs", "batch_bags", "hidden_dim", "n_prototypes", "patience", "restarts")}
+    for f in ("standardize", "bag_center"):
+        if not isinstance(getattr(cfg, f), (bool, np.bool_)):
+            raise ValueError(f"{f} must be True or False, got {getattr(cfg, f)!r}")
+    return dataclasses.replace(
+        cfg, **ints, seed=check_int(cfg.seed, "seed", ge=0),
+        warmup_epochs=check_int(cfg.warmup_epochs, "warmup_epochs", ge=0),
+        lr=check_float(cfg.lr, "lr", gt=0),
+        weight_decay=check_float(cfg.weight_decay, "weight_decay", ge=0),
+        cluster_weight=check_float(cfg.cluster_weight, "cluster_weight", ge=0),
+        instance_dropout=check_float(cfg.instance_dropout, "instance_dropout", ge=0, lt=1),
+        query_init=check_float(cfg.query_init, "query_init", ge=0),
+        topk_fraction=check_float(cfg.topk_fraction, "topk_fraction", gt=0, le=1),
+        standardize=bool(cfg.standardize), bag_center=bool(cfg.bag_center))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from slamags_core.config import PretrainConfig
+from slamags_core.validation import check_float, check_int
 
 MEAN: tuple[float, float, float] = (0.6009, 0.5513, 0.7394)  # authors' normalisation mean
 STD: tuple[float, float, float] = (0.1982, 0.2448, 0.1076)   # authors' normalisation std
@@ -48,7 +49,7 @@ def crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> t
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     """Centre crop of channels-last images ``(B, H, W, C)`` to ``(B, size, size, C)``."""
-    _check_size(x, size)
+    size = _check_size(x, size)
     top, left = (x.shape[1] - size) // 2, (x.shape[2] - size) // 2
     return x[:, top:top + size, left:left + size]
 
@@ -127,10 +128,9 @@ def adjust_hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return hsv_to_rgb(torch.stack([h, hsv[:, 1], hsv[:, 2]], 1))
 
 
-def _check_size(x: torch.Tensor, size: int) -> None:
-    if not 1 <= size <= min(x.shape[1], x.shape[2]):
-        raise ValueError(f"crop size {size} must be in [1, {min(x.shape[1], x.shape[2])}] "
-                         f"for images of shape {tuple(x.shape)}")
+def _check_size(x: torch.Tensor, size: int) -> int:
+    return check_int(size, f"crop size (images of shape {tuple(x.shape)})", ge=1,
+                     le=min(x.shape[1], x.shape[2]))
 
 
 class Augmenter:
@@ -153,15 +153,11 @@ class Augmenter:
                  generator: torch.Generator | None = None, jitter: float = 0.1,
                  p_jitter: float = 0.8, p_rotate: float = 0.8, p_flip: float = 0.5,
                  mean=MEAN, std=STD):
-        for name, p in (("p_jitter", p_jitter), ("p_rotate", p_rotate), ("p_flip", p_flip)):
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {p}")
-        if not 0.0 <= jitter <= 0.5:
-            raise ValueError(f"jitter must be in [0, 0.5], got {jitter}")
-        if crop_size < 1:
-            raise ValueError(f"crop_size must be >= 1, got {crop_size}")
-        self.crop_size, self.jitter = int(crop_size), float(jitter)
-        self.p_jitter, self.p_rotate, self.p_flip = p_jitter, p_rotate, p_flip
+        self.p_jitter, self.p_rotate, self.p_flip = (
+            check_float(p, name, ge=0, le=1) for name, p in
+            (("p_jitter", p_jitter), ("p_rotate", p_rotate), ("p_flip", p_flip)))
+        self.jitter = check_float(jitter, "jitter", ge=0, le=0.5)
+        self.crop_size = check_int(crop_size, "crop_size", ge=1)
         self.mean, self.std = tuple(mean), tuple(std)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)

@@ -7,9 +7,9 @@ to the learner. The simulator follows the paper's protocol (cells drawn without 
 half of the bags of each kind) and adds train / validation / test splits.
 
 It works on any *cell source*: :class:`SyntheticSource` renders fresh cells with one stain per
-slide; :class:`PoolSource` draws from a fixed pool of real images (see
-:mod:`slamags_core.realdata`) without replacement, so no cell is ever shared between bags or
-splits.
+slide (``stain="per_bag"``) or one per cell (``"per_cell"``, cells from many patients);
+:class:`PoolSource` draws from a fixed pool of real images (see :mod:`slamags_core.realdata`)
+without replacement, so no cell is ever shared between bags or splits.
 """
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ import numpy as np
 from slamags_core import synthetic
 from slamags_core.config import BagConfig, CellConfig
 from slamags_core.utils import atomic_savez, cache_dir, config_hash, to_jsonable
+from slamags_core.validation import check_float, check_int
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+STAIN_MODES: tuple[str, ...] = ("per_bag", "per_cell")  # CellConfig.stain
 _FORMAT_VERSION = 1  # bump when the on-disk BagSet layout changes
 
 
@@ -50,39 +52,45 @@ class CellSource(Protocol):
         """JSON description that identifies the source's content (part of the cache key)."""
 
 
-def _require_int(value, what: str, minimum: int) -> None:
-    """ValueError unless ``value`` is an integer (not a bool) >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer)) \
-            or int(value) != value or value < minimum:
-        raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_counts(counts: Mapping[str, int], class_names: tuple[str, ...]) -> None:
-    for name, n in counts.items():
+def _check_counts(counts: Mapping[str, int], class_names: tuple[str, ...]) -> dict[str, int]:
+    """The counts as plain ints >= 0, after checking every class name and count."""
+    for name in counts:
         if name not in class_names:
             raise ValueError(f"unknown cell class {name!r}; allowed: {list(class_names)}")
-        _require_int(n, f"cell count for {name!r}", 0)
+    return {name: check_int(n, f"cell count for {name!r}", ge=0) for name, n in counts.items()}
 
 
 class SyntheticSource:
-    """Cell source backed by the procedural renderer; one stain vector per slide.
+    """Cell source backed by the procedural renderer.
+
+    With ``cfg.stain == "per_bag"`` a slide (bag) gets one stain vector shared by all its
+    cells; with ``"per_cell"`` every cell gets its own, as when a bag is a random draw of
+    single cells from a pool of many patients (the paper's protocol).
 
     Args:
-        cfg: image size, difficulty and class names of the synthetic cells.
+        cfg: image size, difficulty, class names and stain mode of the synthetic cells.
+
+    Raises:
+        ValueError: for an unknown stain mode or class name.
     """
 
     def __init__(self, cfg: CellConfig):
-        self.cfg = cfg
+        if cfg.stain not in STAIN_MODES:
+            raise ValueError(f"unknown stain mode {cfg.stain!r}; allowed: {STAIN_MODES}")
+        self.cfg = synthetic.check_cell_config(cfg)
         self.class_names = tuple(synthetic.CLASS_NAMES)
         _check_counts({cfg.negative_class: 0, cfg.witness_class: 0}, self.class_names)
         self._next_id = 0
 
     def sample_slide(self, counts, rng):
-        _check_counts(counts, self.class_names)
+        counts = _check_counts(counts, self.class_names)
         types = np.concatenate(
             [np.full(int(n), name, dtype=f"<U{max(len(name), 1)}") for name, n in counts.items()]
         ).astype("<U16")
-        stain = synthetic.sample_stain(rng, 1)[0]  # one slide -> one stain for all its cells
+        if self.cfg.stain == "per_cell":  # one stain per cell: (n, STAIN_DIM)
+            stain = synthetic.sample_stain(rng, len(types))
+        else:  # one slide -> one stain for all its cells: (STAIN_DIM,)
+            stain = synthetic.sample_stain(rng, 1)[0]
         images = synthetic.render_cells(
             list(types), image_size=self.cfg.image_size, difficulty=self.cfg.difficulty,
             rng=rng, stain=stain,
@@ -129,7 +137,7 @@ class PoolSource:
         return {c: len(idx) for c, idx in self._remaining.items()}
 
     def sample_slide(self, counts, rng):
-        _check_counts(counts, self.class_names)
+        counts = _check_counts(counts, self.class_names)
         for c, n in counts.items():
             if n > len(self._remaining[c]):
                 raise ValueError(
@@ -157,25 +165,29 @@ def n_witnesses(bag_size: int, witness_rate: float) -> int:
         ValueError: if ``witness_rate`` is outside (0, 1], ``bag_size < 1``, or the count rounds
             to zero (the bag is too small to hold a single witness at this rate).
     """
-    _require_int(bag_size, "bag_size", 1)
-    if not (isinstance(witness_rate, (int, float)) and 0 < witness_rate <= 1):
-        raise ValueError(f"witness_rate must be in (0, 1], got {witness_rate!r}")
+    bag_size = check_int(bag_size, "bag_size", ge=1)
+    witness_rate = check_float(witness_rate, "witness_rate", gt=0, le=1)
     k = math.floor(witness_rate * bag_size + 0.5)
     if k == 0:
         need = math.ceil(0.5 / witness_rate)
+        while math.floor(witness_rate * need + 0.5) == 0:  # guard against float round-off
+            need += 1
         raise ValueError(
             f"witness_rate {witness_rate} x bag_size {bag_size} = {witness_rate * bag_size:g} rounds "
             f"to 0 witnesses; use bag_size >= {need} for this witness rate")
     return int(k)
 
 
-def _check_bag_config(cfg: BagConfig) -> None:
-    for name in ("n_train", "n_val", "n_test"):
-        _require_int(getattr(cfg, name), name, 0)
-    if cfg.n_train + cfg.n_val + cfg.n_test == 0:
+def _check_bag_config(cfg: BagConfig) -> BagConfig:
+    """The config with every number validated and turned into a plain int / float."""
+    counts = {name: check_int(getattr(cfg, name), name, ge=0)
+              for name in ("n_train", "n_val", "n_test", "seed")}
+    if counts["n_train"] + counts["n_val"] + counts["n_test"] == 0:
         raise ValueError("n_train + n_val + n_test is 0: at least one bag is needed")
-    if not 0 <= cfg.positive_fraction <= 1:
-        raise ValueError(f"positive_fraction must be in [0, 1], got {cfg.positive_fraction!r}")
+    return dataclasses.replace(
+        cfg, **counts, bag_size=check_int(cfg.bag_size, "bag_size", ge=1),
+        witness_rate=check_float(cfg.witness_rate, "witness_rate", gt=0, le=1),
+        positive_fraction=check_float(cfg.positive_fraction, "positive_fraction", ge=0, le=1))
 
 
 @dataclass
@@ -210,8 +222,7 @@ class BagSet:
 
     def bag_cells(self, i: int) -> np.ndarray:
         """Indices (into the cell arrays) of the cells of bag ``i``."""
-        if not 0 <= i < self.n_bags:
-            raise ValueError(f"bag id {i} out of range [0, {self.n_bags})")
+        i = check_int(i, "bag id", ge=0, le=self.n_bags - 1)
         return np.flatnonzero(self.bag_index == i)
 
     def split_bags(self, split: str) -> np.ndarray:
@@ -275,7 +286,7 @@ def build_bags(source: CellSource, cfg: BagConfig, *, negative_class: str = "LYT
         ValueError: bad witness rate / bag size / counts, unknown or identical classes, or a
             pool with too few cells (checked before anything is drawn).
     """
-    _check_bag_config(cfg)
+    cfg = _check_bag_config(cfg)
     k = n_witnesses(cfg.bag_size, cfg.witness_rate)
     for name in (negative_class, witness_class):
         if name not in source.class_names:
@@ -327,6 +338,7 @@ def build_bags(source: CellSource, cfg: BagConfig, *, negative_class: str = "LYT
 def bags_cache_path(cells: CellConfig, bags: BagConfig, source: CellSource | None = None,
                     root: str | Path | None = None) -> Path:
     """Cache file of the bag set defined by the full config (source + bags)."""
+    bags = _check_bag_config(bags)  # plain numbers: 8.0 and np.int64(8) share the file of 8
     source = source if source is not None else SyntheticSource(cells)
     key = config_hash(source.describe(), bags, cells.negative_class, cells.witness_class,
                       _FORMAT_VERSION)

@@ -30,6 +30,9 @@ class CellConfig:
     difficulty: float = 0.2         # 0 = classes far apart ... 1 = identical (docs/calibration.md)
     negative_class: str = "LYT"     # class of every cell in a negative bag (lymphocyte)
     witness_class: str = "BLA"      # abnormal class planted in positive bags (blast)
+    stain: str = "per_bag"          # "per_bag": one slide's stain for a whole bag (harder) |
+                                    # "per_cell": each cell its own slide's stain (paper: a bag
+                                    # draws single cells from a pool of many patients)
 
 
 @dataclass(frozen=True)

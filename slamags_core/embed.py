@@ -16,6 +16,7 @@ from slamags_core.augment import MEAN, STD, as_uint8_batch, center_crop, normali
 from slamags_core.config import PretrainConfig
 from slamags_core.encoders import Encoder, autocast, uses_amp
 from slamags_core.utils import atomic_torch_save, cache_dir
+from slamags_core.validation import check_float, check_int
 
 EMBEDDINGS = ("h", "z")
 
@@ -76,8 +77,7 @@ def embed_images(encoder: Encoder, images: np.ndarray, cfg: PretrainConfig, *, d
     which = cfg.embedding if which is None else which
     if which not in EMBEDDINGS:
         raise ValueError(f"which must be one of {EMBEDDINGS}, got {which!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = check_int(batch_size, "batch_size", ge=1)
     x = as_uint8_batch(images)
     path = embedding_cache_path(cache_key) if cache_key is not None else None
     if path is not None and path.exists():
@@ -122,8 +122,8 @@ def linear_probe(E_train: torch.Tensor | np.ndarray, y_train: np.ndarray,
     if len(Xtr) != len(ytr) or len(Xte) != len(yte):
         raise ValueError(f"embeddings and labels differ in length: {len(Xtr)}/{len(ytr)}, "
                          f"{len(Xte)}/{len(yte)}")
-    if C <= 0:
-        raise ValueError(f"C must be > 0, got {C}")
+    C = check_float(C, "C", gt=0)
+    max_iter = check_int(max_iter, "max_iter", ge=1)
     for name, y in (("train", ytr), ("test", yte)):
         if set(np.unique(y)) != {0, 1}:
             raise ValueError(f"{name} labels must contain both 0 and 1, got {np.unique(y)}")

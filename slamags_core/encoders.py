@@ -14,6 +14,7 @@ import torchvision
 from torch import nn
 
 from slamags_core.config import PretrainConfig
+from slamags_core.validation import check_int
 
 ENCODERS: tuple[str, ...] = ("tiny_cnn", "small_cnn", "resnet18")
 
@@ -93,17 +94,15 @@ def build_encoder(cfg: PretrainConfig) -> Encoder:
     """
     if cfg.encoder not in ENCODERS:
         raise ValueError(f"unknown encoder {cfg.encoder!r}; allowed: {ENCODERS}")
-    if cfg.width < 1:
-        raise ValueError(f"width must be >= 1, got {cfg.width}")
-    if cfg.proj_dim < 1:
-        raise ValueError(f"proj_dim must be >= 1, got {cfg.proj_dim}")
+    width = check_int(cfg.width, "width", ge=1)
+    proj_dim = check_int(cfg.proj_dim, "proj_dim", ge=1)
     if cfg.encoder == "resnet18":
         backbone, dim = _resnet18()
     elif cfg.encoder == "small_cnn":
-        backbone, dim = _small_cnn(cfg.width)
+        backbone, dim = _small_cnn(width)
     else:
-        backbone, dim = _tiny_cnn(cfg.width)
-    return Encoder(backbone, dim, cfg.proj_dim)
+        backbone, dim = _tiny_cnn(width)
+    return Encoder(backbone, dim, proj_dim)
 
 
 def uses_amp(cfg: PretrainConfig, device: torch.device) -> bool:

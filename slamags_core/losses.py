@@ -14,22 +14,27 @@ N = 2B stacked views, s_ij = cosine similarity, t = temperature.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from slamags_core.validation import check_float
+
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def _check_temperature(temperature: float) -> None:
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
-            and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+def _check_floating(**tensors) -> None:
+    """ValueError unless every argument is a floating-point torch tensor (names the dtype)."""
+    for name, t in tensors.items():
+        if not isinstance(t, Tensor):
+            raise ValueError(f"{name} must be a torch tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor (embeddings), got {t.dtype}; "
+                             f"convert it with {name}.float()")
 
 
 def _check_pair(z1: Tensor, z2: Tensor) -> None:
+    _check_floating(z1=z1, z2=z2)
     if z1.dim() != 2 or z2.dim() != 2:
         raise ValueError(f"z1 and z2 must be 2-D (B, D); got shapes {tuple(z1.shape)} "
                          f"and {tuple(z2.shape)}")
@@ -71,10 +76,15 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.07) -> Tensor:
         Scalar loss (float32 for half-precision inputs, the input dtype otherwise).
 
     Raises:
-        ValueError: for B < 2, temperature <= 0, or shapes that are not (B, D) and equal.
+        ValueError: for B < 2, a temperature that is not a finite number > 0, shapes that are
+            not (B, D) and equal, or tensors that are not floating point.
+
+    NaN or inf inside the embeddings is not checked (that would cost a host sync per step): the
+    loss is then NaN, as PyTorch's own losses are; :func:`~slamags_core.pretrain.pretrain` stops
+    with ``NonFiniteLossError`` when that happens.
     """
     _check_pair(z1, z2)
-    _check_temperature(temperature)
+    temperature = check_float(temperature, "temperature", gt=0)
     B = z1.shape[0]
     with torch.autocast(device_type=z1.device.type, enabled=False):
         U = _unit_views(z1, z2)  # (2B, D)
@@ -115,10 +125,15 @@ def similarity_loss(z1: Tensor, z2: Tensor, temperature: float = 0.07) -> Tensor
         sum to zero (mean off-diagonal cosine -1/(N-1)).
 
     Raises:
-        ValueError: for B < 2, temperature <= 0, or mismatched shapes.
+        ValueError: for B < 2, a temperature that is not a finite number > 0, mismatched
+            shapes, or tensors that are not floating point.
+
+    NaN or inf inside the embeddings is not checked (that would cost a host sync per step): the
+    loss is then NaN, as PyTorch's own losses are; :func:`~slamags_core.pretrain.pretrain` stops
+    with ``NonFiniteLossError`` when that happens.
     """
     _check_pair(z1, z2)
-    _check_temperature(temperature)
+    temperature = check_float(temperature, "temperature", gt=0)
     with torch.autocast(device_type=z1.device.type, enabled=False):
         U = _unit_views(z1, z2)  # (N, D)
         N = U.shape[0]
@@ -158,15 +173,22 @@ def supcon(z: Tensor, labels: Tensor, temperature: float = 0.07) -> Tensor:
     Raises:
         ValueError: for N < 2, temperature <= 0, mismatched shapes, or (labels on the CPU) no
             anchor with a positive. On an accelerator that last check is skipped to avoid a host
-            sync, and such a batch gives NaN.
+            sync, and such a batch gives NaN. Also for a ``z`` that is not floating point.
+
+    NaN or inf inside the embeddings is not checked (that would cost a host sync per step): the
+    loss is then NaN, as PyTorch's own losses are; :func:`~slamags_core.pretrain.pretrain` stops
+    with ``NonFiniteLossError`` when that happens.
     """
+    _check_floating(z=z)
+    if not isinstance(labels, Tensor):
+        raise ValueError(f"labels must be a torch tensor, got {type(labels).__name__}")
     if z.dim() != 2:
         raise ValueError(f"z must be 2-D (N, D), got shape {tuple(z.shape)}")
     if labels.dim() != 1 or labels.shape[0] != z.shape[0]:
         raise ValueError(f"labels must have shape ({z.shape[0]},), got {tuple(labels.shape)}")
     if z.shape[0] < 2:
         raise ValueError(f"number of views N must be >= 2, got N={z.shape[0]}")
-    _check_temperature(temperature)
+    temperature = check_float(temperature, "temperature", gt=0)
     if labels.device.type == "cpu" and labels.unique().numel() == labels.numel():
         raise ValueError("supcon needs at least one anchor with a positive (two equal labels)")
     with torch.autocast(device_type=z.device.type, enabled=False):

@@ -28,6 +28,8 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import f1_score, roc_auc_score
 
+from slamags_core.validation import check_float, check_int
+
 
 def _binary(values, what: str) -> np.ndarray:
     arr = np.asarray(values)
@@ -64,8 +66,7 @@ def bag_metrics(y_true, prob, threshold: float = 0.5) -> dict:
         raise ValueError(f"prob has shape {p.shape} but y_true has shape {y.shape}")
     if not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
         raise ValueError("prob must be finite probabilities in [0, 1]")
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    threshold = check_float(threshold, "threshold", gt=0, lt=1)
     f1 = float(f1_score(y, (p > threshold).astype(np.int64), pos_label=1, zero_division=0))
     auc = float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else math.nan
     return {"bag_f1": f1, "bag_auc": auc}
@@ -104,8 +105,7 @@ def topk_hits(scores: np.ndarray, instance_labels: np.ndarray, k: int) -> int:
             ``[1, N]``.
     """
     a, lab = _check_bag(scores, instance_labels)
-    if not 1 <= k <= a.size:
-        raise ValueError(f"k must be in [1, {a.size}] (the bag size), got {k}")
+    k = check_int(k, f"k (bag of {a.size} cells)", ge=1, le=a.size)
     order = np.argsort(-a, kind="stable")
     return int(lab[order[:k]].sum())
 
@@ -153,8 +153,10 @@ def retrieval_metrics(
     if not len(scores) == len(instance_labels) == len(y):
         raise ValueError(f"got {len(scores)} score arrays, {len(instance_labels)} instance label "
                          f"arrays and {len(y)} bag labels; they must match")
-    if k is None and not 0.0 < topk_fraction <= 1.0:
-        raise ValueError(f"topk_fraction must be in (0, 1], got {topk_fraction}")
+    if k is None:
+        topk_fraction = check_float(topk_fraction, "topk_fraction", gt=0, le=1)
+    else:
+        k = check_int(k, "k", ge=1)
     if not (y == 1).any():
         raise ValueError("retrieval needs at least one positive bag (bag_labels == 1)")
     precision, recall, aurocs = [], [], []

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from slamags_core.aggregators import MILAggregator, build_mil
+from slamags_core.aggregators import MILAggregator, build_mil, check_config
 from slamags_core.config import MILConfig
 from slamags_core.metrics import bag_metrics, retrieval_metrics
 
@@ -90,18 +90,6 @@ def pad_bags(bags: Sequence[Tensor], device: torch.device | str | None = None
         X[i, :len(H)] = H.to(device, torch.float32)
         mask[i, :len(H)] = True
     return X, mask
-
-
-def _check_config(cfg: MILConfig) -> None:
-    checks = {"epochs >= 1": cfg.epochs >= 1, "patience >= 1": cfg.patience >= 1,
-              "lr > 0": cfg.lr > 0, "batch_bags >= 1": cfg.batch_bags >= 1,
-              "restarts >= 1": cfg.restarts >= 1,
-              "warmup_epochs >= 0": cfg.warmup_epochs >= 0,
-              "0 <= instance_dropout < 1": 0 <= cfg.instance_dropout < 1,
-              "weight_decay >= 0": cfg.weight_decay >= 0, "query_init >= 0": cfg.query_init >= 0}
-    bad = [k for k, ok in checks.items() if not ok]
-    if bad:
-        raise ValueError(f"invalid MILConfig: need {', '.join(bad)}; got {cfg}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -249,7 +237,7 @@ def train_mil(
             labels outside {0, 1}, or invalid config values.
         FloatingPointError: the loss became NaN/inf during training (names epoch and bags).
     """
-    _check_config(cfg)
+    cfg = check_config(cfg)
     Htr, ytr = _split_labelled(train_bags, "train_bags")
     Hva, yva = _split_labelled(val_bags, "val_bags")
     if Htr[0].shape[1] != Hva[0].shape[1]:

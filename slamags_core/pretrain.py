@@ -45,6 +45,7 @@ from slamags_core.encoders import Encoder, autocast, build_encoder, uses_amp
 from slamags_core.monitor import collapse_report, warn_if_collapsed
 from slamags_core.strategies import ENGINE_METHODS, STRATEGIES, Strategy
 from slamags_core.utils import atomic_torch_save, atomic_write_text, get_device
+from slamags_core.validation import check_float, check_int
 
 POOLS_ON_DEVICE_MAX_BYTES = 4 * 2**30  # pools up to this size are copied to the accelerator once
 
@@ -63,8 +64,8 @@ def steps_per_epoch(n_pos: int, n_neg: int, batch_size: int) -> int:
     Raises:
         ValueError: for batch_size < 4 or a pool too small for that many steps.
     """
-    if batch_size < 4:
-        raise ValueError(f"batch_size must be >= 4, got {batch_size}")
+    n_pos, n_neg = check_int(n_pos, "n_pos", ge=0), check_int(n_neg, "n_neg", ge=0)
+    batch_size = check_int(batch_size, "batch_size", ge=4)
     n = math.ceil((n_pos + n_neg) / batch_size)
     if min(n_pos, n_neg) < 2 * n:
         raise ValueError(f"pools of {n_pos} positive / {n_neg} negative patches are too small for "
@@ -110,17 +111,23 @@ def _optimizer(params: list[nn.Parameter], cfg: PretrainConfig) -> torch.optim.O
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; allowed: ('sgd', 'adamw')")
 
 
-def _check_config(method: str, cfg: PretrainConfig) -> None:
+def _check_config(method: str, cfg: PretrainConfig) -> PretrainConfig:
+    """``cfg`` with every number validated (ValueError naming it) and made a plain int / float."""
     if method not in STRATEGIES:
         raise ValueError(f"unknown method {method!r}; allowed: {ENGINE_METHODS}")
-    if cfg.epochs < 1 or cfg.warmup_epochs < 0 or cfg.warmup_epochs > cfg.epochs:
-        raise ValueError(f"need epochs >= 1 and 0 <= warmup_epochs <= epochs, got "
-                         f"epochs={cfg.epochs}, warmup_epochs={cfg.warmup_epochs}")
-    if not cfg.lr > 0 or cfg.temperature <= 0 or cfg.monitor_size < 2:
-        raise ValueError(f"need lr > 0, temperature > 0, monitor_size >= 2; got lr={cfg.lr}, "
-                         f"temperature={cfg.temperature}, monitor_size={cfg.monitor_size}")
     if cfg.embedding not in ("h", "z"):
         raise ValueError(f"embedding must be 'h' or 'z', got {cfg.embedding!r}")
+    epochs = check_int(cfg.epochs, "epochs", ge=1)
+    smallest = {"width": 1, "crop_size": 1, "proj_dim": 1, "batch_size": 4, "monitor_size": 2,
+                "seed": 0}  # the other integer fields and their smallest allowed value
+    return dataclasses.replace(
+        cfg, epochs=epochs,
+        warmup_epochs=check_int(cfg.warmup_epochs, "warmup_epochs", ge=0, le=epochs),
+        **{f: check_int(getattr(cfg, f), f, ge=low) for f, low in smallest.items()},
+        lr=check_float(cfg.lr, "lr", gt=0),
+        momentum=check_float(cfg.momentum, "momentum", ge=0),
+        weight_decay=check_float(cfg.weight_decay, "weight_decay", ge=0),
+        temperature=check_float(cfg.temperature, "temperature", gt=0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,11 +201,14 @@ def _setup(method: str, cfg: PretrainConfig, device: torch.device, pos: torch.Te
         head = nn.Linear(encoder.feature_dim, 2) if strategy.head else None
     encoder.to(device)
     head = head.to(device) if head is not None else None
+    if strategy.setup is not None:  # state built from the initial encoder (deep_svdd's centre)
+        head = strategy.setup(encoder, neg, cfg, device)
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:
         encoder.to(memory_format=torch.channels_last)
     fwd = torch.compile(encoder) if cfg.compile and device.type == "cuda" else encoder
-    params = list(encoder.parameters()) + (list(head.parameters()) if head is not None else [])
+    params = [p for p in encoder.parameters() if p.requires_grad]  # deep_svdd freezes BN affine
+    params += list(head.parameters()) if head is not None else []
     opt = _optimizer(params, cfg)
     n_steps = steps_per_epoch(len(pos), len(neg), cfg.batch_size) if strategy.loss_fn else 0
     warm, total = cfg.warmup_epochs * n_steps, cfg.epochs * n_steps
@@ -410,7 +420,8 @@ def pretrain(method: str, pos_images: np.ndarray, neg_images: np.ndarray, cfg: P
     training), ``simclr`` (NT-Xent on all patches), ``weak`` (patch classifier on slide labels,
     linear head on ``h``), ``supcon`` (SupCon with slide labels over two views), ``slam_sum`` /
     ``slam_pcgrad`` / ``slam_ags`` (NT-Xent on slide-positive + similarity loss on
-    slide-negative patches, combined by ``surgery.combine``), and the diagnostic ``sim_only``
+    slide-negative patches, combined by ``surgery.combine``), the one-class competitor
+    ``deep_svdd`` (:mod:`slamags_core.deep_svdd`) and the diagnostic ``sim_only``
     (similarity loss alone, which collapses). ``weak`` never trains the projection head, so
     its ``z`` is a random projection of ``h``: use ``embedding="h"`` with it. ``oracle`` is a
     CEILING, not a method: ``weak``'s patch classifier trained with the *instance* labels
@@ -438,7 +449,7 @@ def pretrain(method: str, pos_images: np.ndarray, neg_images: np.ndarray, cfg: P
         NonFiniteLossError: a loss became NaN/inf (names the step and strategy; the last
             good checkpoint is left in place).
     """
-    _check_config(method, cfg)
+    cfg = _check_config(method, cfg)
     device = torch.device(device) if device is not None else get_device(cfg.device)
     pos, neg = as_uint8_batch(pos_images), as_uint8_batch(neg_images)
     data = data_fingerprint(pos, neg)

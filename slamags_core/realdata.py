@@ -15,6 +15,8 @@ folders, unreadable images, wrong arrays) raises a ``ValueError`` naming the fil
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterable
 
@@ -22,6 +24,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from slamags_core.bags import PoolSource
+from slamags_core.validation import check_int
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -51,9 +54,8 @@ def _to_square(img: Image.Image, image_size: int | None) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def _check_size(image_size: int | None) -> None:
-    if image_size is not None and not (isinstance(image_size, int) and 8 <= image_size <= 1024):
-        raise ValueError(f"image_size must be an integer in [8, 1024] or None, got {image_size!r}")
+def _check_size(image_size: int | None) -> int | None:
+    return None if image_size is None else check_int(image_size, "image_size", ge=8, le=1024)
 
 
 def load_bone_marrow_folder(root: str | Path, classes: Iterable[str] | None = None, *,
@@ -76,7 +78,10 @@ def load_bone_marrow_folder(root: str | Path, classes: Iterable[str] | None = No
         ValueError: missing root, unknown / empty class folders, unreadable images, or
             images of different sizes with ``image_size=None``.
     """
-    _check_size(image_size)
+    image_size = _check_size(image_size)
+    max_per_class = None if max_per_class is None else check_int(max_per_class, "max_per_class",
+                                                                 ge=1)
+    seed = check_int(seed, "seed", ge=0)
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"bone marrow data folder {str(root)!r} does not exist")
@@ -114,6 +119,36 @@ def load_bone_marrow_folder(root: str | Path, classes: Iterable[str] | None = No
     return PoolSource(np.stack(images), np.array(types), name=f"bone_marrow:{root.name}")
 
 
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` archive (no pickles); the file is closed whatever happens."""
+    incomplete = (f"cannot read {str(path)!r}: it is not a complete .npz archive (a truncated "
+                  f"download or a corrupt file); download it again")
+    try:
+        with open(path, "rb") as f:
+            if zipfile.is_zipfile(f):  # False when the zip directory at the end is missing
+                f.seek(0)
+                with np.load(f, allow_pickle=False) as z:
+                    return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError) as err:  # a damaged member
+        raise ValueError(f"{incomplete} ({type(err).__name__}: {err})") from err
+    except (OSError, ValueError) as err:  # unreadable; numpy refusing object arrays, bad headers
+        raise ValueError(f"cannot read {str(path)!r} as an .npz archive of plain arrays: "
+                         f"{err}") from err
+    raise ValueError(incomplete)
+
+
+def _class_labels(y: np.ndarray, what: str) -> np.ndarray:
+    """BloodMNIST labels as int64 class indices; integral floats (4.0) pass, 4.7 does not."""
+    n = len(BLOODMNIST_CLASSES)
+    if y.dtype.kind not in "iuf":
+        raise ValueError(f"{what} must be integers 0-{n - 1}, got dtype {y.dtype}")
+    bad = ~np.isin(y, np.arange(n))
+    if bad.any():
+        found = np.unique(y[bad])[:5].tolist()
+        raise ValueError(f"{what} outside the allowed labels (integers 0-{n - 1}); found {found}")
+    return y.astype(np.int64)
+
+
 def load_bloodmnist_npz(path: str | Path, split: str = "all", *,
                         image_size: int | None = None) -> PoolSource:
     """Load MedMNIST's BloodMNIST ``.npz`` as a cell pool (labels mapped to abbreviations).
@@ -124,20 +159,18 @@ def load_bloodmnist_npz(path: str | Path, split: str = "all", *,
         image_size: resize the patches to this side (``None`` keeps the file's size).
 
     Raises:
-        ValueError: missing / unreadable file, missing arrays, wrong shapes or labels.
+        ValueError: missing file, a file that is not a complete ``.npz`` archive (truncated
+            download, corrupt), pickled arrays, missing arrays, wrong shapes, or labels that
+            are not integers 0-7 (e.g. 4.7). The file is always closed.
     """
-    _check_size(image_size)
+    image_size = _check_size(image_size)
     path = Path(path)
     splits = ("train", "val", "test") if split == "all" else (split,)
     if split != "all" and split not in ("train", "val", "test"):
         raise ValueError(f"unknown split {split!r}; allowed: 'train', 'val', 'test', 'all'")
     if not path.is_file():
         raise ValueError(f"BloodMNIST file {str(path)!r} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read {str(path)!r} as an .npz archive: {err}") from err
+    arrays = _read_npz(path)
     images, labels = [], []
     for s in splits:
         for key in (f"{s}_images", f"{s}_labels"):
@@ -147,10 +180,8 @@ def load_bloodmnist_npz(path: str | Path, split: str = "all", *,
         if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8 or len(x) != len(y):
             raise ValueError(f"{str(path)!r}: {s}_images must be uint8 (N, S, S, 3) matching "
                              f"{len(y)} labels, got {x.dtype} {x.shape}")
-        if len(y) and (y.min() < 0 or y.max() >= len(BLOODMNIST_CLASSES)):
-            raise ValueError(f"{str(path)!r}: {s}_labels outside [0, {len(BLOODMNIST_CLASSES)})")
         images.append(x)
-        labels.append(y.astype(np.int64))
+        labels.append(_class_labels(y, f"{str(path)!r}: {s}_labels"))
     x = np.concatenate(images)
     if image_size is not None and x.shape[1] != image_size:
         x = np.stack([_to_square(Image.fromarray(im), image_size) for im in x])

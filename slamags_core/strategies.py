@@ -5,7 +5,8 @@ encoder with two tasks per step: NT-Xent (Chen et al., SimCLR, ICML 2020) over t
 patches from slide-POSITIVE bags, and the similarity (alignment) loss over two views of patches
 from slide-NEGATIVE bags, the task gradients combined by plain sum, PCGrad (Yu et al., NeurIPS
 2020) or AGS (PCGrad + rescale to the norm of the plain sum). The baselines are rows of the same
-table and run in the same loop (:mod:`slamags_core.pretrain`) on the same batches.
+table and run in the same loop (:mod:`slamags_core.pretrain`) on the same batches, and so does
+the one-class competitor Deep SVDD (Ruff et al., ICML 2018; :mod:`slamags_core.deep_svdd`).
 """
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from slamags_core import deep_svdd
 from slamags_core.config import METHODS
 from slamags_core.losses import nt_xent, similarity_loss, supcon
 
 DIAGNOSTIC_METHODS: tuple[str, ...] = ("sim_only",)  # similarity loss alone: shows collapse
-ENGINE_METHODS: tuple[str, ...] = METHODS + DIAGNOSTIC_METHODS
+COMPETITOR_METHODS: tuple[str, ...] = ("deep_svdd",)  # beyond the paper (not yet in the sweep)
+ENGINE_METHODS: tuple[str, ...] = METHODS + COMPETITOR_METHODS + DIAGNOSTIC_METHODS
 
 
 # A loss function maps the forward outputs of the step's groups
@@ -67,6 +70,10 @@ def _loss_oracle(out, y, cfg, head):
     return {"cls": torch.stack([ce[y2 == c].mean() for c in (0, 1) if (y2 == c).any()]).mean()}
 
 
+def _loss_deep_svdd(out, y, cfg, head):
+    return {"svdd": deep_svdd.svdd_loss(out["neg"][0].float(), head.c)}  # both views -> c
+
+
 @dataclass(frozen=True)
 class Strategy:
     """How one pretraining method uses the shared loop."""
@@ -77,6 +84,8 @@ class Strategy:
     center_neg: bool = False    # the first view of a negative patch is a centre crop (SLAM)
     head: bool = False          # train a linear head on h (weak: slide labels; oracle: cell labels)
     instance_labels: bool = False  # y = the cells' own labels, not slide labels (oracle CEILING)
+    setup: Callable | None = None  # (encoder, neg_images, cfg, device) -> head module, run on
+                                   # the initial encoder (deep_svdd: freeze BN affine, centre c)
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -91,4 +100,5 @@ STRATEGIES: dict[str, Strategy] = {
     # A ceiling that uses labels no other method has (the instance labels of the training
     # bags' cells): the test bed for MIL, where a failure cannot be blamed on the encoder.
     "oracle": Strategy(("all",), _loss_oracle, head=True, instance_labels=True),
+    "deep_svdd": Strategy(("neg",), _loss_deep_svdd, center_neg=True, setup=deep_svdd.setup),
 }

@@ -27,6 +27,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from slamags_core.validation import check_float, check_int
+
 METHODS = ("sum", "pcgrad", "ags")
 
 
@@ -84,8 +86,7 @@ def _check_inputs(grads: Sequence[Tensor], method: str, eps: float) -> None:
         raise ValueError(f"unknown method {method!r}; allowed: {METHODS}")
     if len(grads) < 2:
         raise ValueError(f"need T >= 2 task gradients, got T={len(grads)}")
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    check_float(eps, "eps", ge=0)
     g0 = grads[0]
     for i, g in enumerate(grads):
         if g.dim() != 1 or g.shape != g0.shape:
@@ -97,8 +98,8 @@ def _check_inputs(grads: Sequence[Tensor], method: str, eps: float) -> None:
 
 
 def _check_sizes(sizes: Sequence[int], P: int) -> list[int]:
-    sizes = [int(s) for s in sizes]
-    if not sizes or min(sizes) < 1 or sum(sizes) != P:
+    sizes = [check_int(s, f"sizes[{i}]", ge=1) for i, s in enumerate(sizes)]
+    if not sizes or sum(sizes) != P:
         raise ValueError(f"sizes must be positive and sum to the gradient length P={P}; got "
                          f"{len(sizes)} sizes summing to {sum(sizes)} "
                          f"(min {min(sizes, default=0)})")

@@ -23,11 +23,13 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
+from slamags_core.bags import n_witnesses
 from slamags_core.config import METHODS, MIL_MODELS, Preset
 from slamags_core.mil import fit_evaluate
 from slamags_core.pipeline import embed_bagset, get_bags, get_pretrained
 from slamags_core.report import write_report
 from slamags_core.utils import atomic_write_text, get_device, to_jsonable
+from slamags_core.validation import check_float, check_int
 
 METRICS: tuple[str, ...] = ("bag_f1", "bag_auc", "topk_precision", "topk_recall", "instance_auroc")
 COLUMNS: tuple[str, ...] = ("method", "mil", "witness_rate", "seed", *METRICS,
@@ -63,18 +65,30 @@ def write_results(rows: Sequence[dict], path: str | Path) -> None:
     atomic_write_text(buf.getvalue(), path)
 
 
-def _check_grid(methods, mil_models, witness_rates, seeds) -> None:
+def _check_grid(preset: Preset, methods, mil_models, witness_rates, seeds
+                ) -> tuple[list[str], list[str], list[float], list[int]]:
+    """The whole grid validated before any work starts, with plain float rates and int seeds.
+
+    Every witness rate must give at least one witness in a bag of the preset's size; otherwise
+    the error names the rate, the bag size and the smallest bag size that would work.
+    """
+    if not (methods and mil_models and witness_rates and seeds):
+        raise ValueError("methods, MIL models, witness rates and seeds must all be non-empty")
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r}; allowed: {METHODS}")
     for m in mil_models:
         if m not in MIL_MODELS:
             raise ValueError(f"unknown MIL model {m!r}; allowed: {MIL_MODELS}")
-    for wr in witness_rates:
-        if not 0 < wr <= 1:
-            raise ValueError(f"witness rate {wr!r} outside (0, 1]")
-    if not (methods and mil_models and witness_rates and seeds):
-        raise ValueError("methods, MIL models, witness rates and seeds must all be non-empty")
+    rates = [check_float(wr, f"witness_rates[{i}]", gt=0, le=1)
+             for i, wr in enumerate(witness_rates)]
+    seeds = [check_int(s, f"seeds[{i}]", ge=0) for i, s in enumerate(seeds)]
+    for wr in rates:
+        try:
+            n_witnesses(preset.bags.bag_size, wr)
+        except ValueError as err:
+            raise ValueError(f"sweep grid of preset {preset.name!r}: {err}") from err
+    return list(methods), list(mil_models), rates, seeds
 
 
 def _check_config(out_dir: Path, preset: Preset) -> None:
@@ -108,12 +122,16 @@ def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | N
 
     Returns:
         All rows of ``results.csv`` (earlier ones included).
+
+    Raises:
+        ValueError: a bad grid (unknown method or MIL model, a witness rate outside (0, 1] or
+            too small to give one witness at the preset's bag size, a seed that is not an
+            integer >= 0), checked before any work starts; or ``out_dir`` holding results of
+            another configuration.
     """
-    methods = list(methods or preset.methods)
-    mil_models = list(mil_models or preset.mil_models)
-    witness_rates = [float(w) for w in (witness_rates or preset.witness_rates)]
-    seeds = [int(s) for s in (seeds if seeds is not None else preset.seeds)]
-    _check_grid(methods, mil_models, witness_rates, seeds)
+    methods, mil_models, witness_rates, seeds = _check_grid(
+        preset, methods or preset.methods, mil_models or preset.mil_models,
+        witness_rates or preset.witness_rates, seeds if seeds is not None else preset.seeds)
     dev = get_device(device or preset.pretrain.device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -27,11 +27,15 @@ nucleolus slots only) and deterministic given the ``numpy`` generator.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from slamags_core.config import CellConfig
+from slamags_core.validation import check_float, check_int
 
 # ----------------------------------------------------------------------------------------
 # Class registry
@@ -115,9 +119,8 @@ def sample_stain(rng: np.random.Generator, n: int) -> np.ndarray:
     Returns:
         float32 array ``(n, STAIN_DIM)``; fields in ``STAIN_FIELDS``; zeros = neutral stain.
     """
-    if int(n) != n or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    return (rng.standard_normal((int(n), STAIN_DIM)) * _STAIN_SD).astype(np.float32)
+    n = check_int(n, "n", ge=0)
+    return (rng.standard_normal((n, STAIN_DIM)) * _STAIN_SD).astype(np.float32)
 
 
 def _dyes(stain: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -164,8 +167,7 @@ def sample_factors(cell_types: Sequence[str], difficulty: float,
     Raises:
         ValueError: difficulty outside [0, 1] or an unknown class name.
     """
-    if not 0.0 <= float(difficulty) <= 1.0:
-        raise ValueError(f"difficulty must be in [0, 1], got {difficulty!r}")
+    difficulty = check_float(difficulty, "difficulty", ge=0, le=1)
     cls = _class_index(cell_types)
     n = len(cls)
     out: dict[str, np.ndarray] = {}
@@ -341,12 +343,19 @@ def _render_chunk(f: dict[str, np.ndarray], stain: np.ndarray, size: int,
         out[..., ch] = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def _check_args(image_size: int, difficulty: float) -> None:
-    if int(image_size) != image_size or not MIN_SIZE <= image_size <= MAX_SIZE:
-        raise ValueError(f"image_size must be an integer in [{MIN_SIZE}, {MAX_SIZE}], "
-                         f"got {image_size!r}")
-    if not 0.0 <= float(difficulty) <= 1.0:
-        raise ValueError(f"difficulty must be in [0, 1], got {difficulty!r}")
+def _check_args(image_size: int, difficulty: float) -> tuple[int, float]:
+    return (check_int(image_size, "image_size", ge=MIN_SIZE, le=MAX_SIZE),
+            check_float(difficulty, "difficulty", ge=0, le=1))
+
+
+def check_cell_config(cfg: CellConfig) -> CellConfig:
+    """``cfg`` with ``image_size`` and ``difficulty`` validated and made plain int / float.
+
+    Raises:
+        ValueError: image size outside [MIN_SIZE, MAX_SIZE] or difficulty outside [0, 1].
+    """
+    size, difficulty = _check_args(cfg.image_size, cfg.difficulty)
+    return dataclasses.replace(cfg, image_size=size, difficulty=difficulty)
 
 
 def _stain_per_cell(stain: np.ndarray | None, n: int) -> np.ndarray:
@@ -386,9 +395,8 @@ def render_cells(cell_types: Sequence[str], *, image_size: int, difficulty: floa
     Raises:
         ValueError: image size or difficulty out of range, unknown class, bad stain shape.
     """
-    _check_args(image_size, difficulty)
-    size = int(image_size)
-    factors = sample_factors(cell_types, float(difficulty), rng)
+    size, difficulty = _check_args(image_size, difficulty)
+    factors = sample_factors(cell_types, difficulty, rng)
     n = len(factors["cell_radius"])
     stain_n = _stain_per_cell(stain, n)
     images = np.empty((n, size, size, 3), dtype=np.uint8)

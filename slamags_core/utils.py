@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from slamags_core.validation import check_int
+
 DATA_ENV = "SLAMAGS_DATA_DIR"
 
 
@@ -20,7 +22,11 @@ def set_seed(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (CPU and CUDA); return a CPU generator seeded the same.
 
     This is the project's single seeding entry point.
+
+    Raises:
+        ValueError: if ``seed`` is not an integer (a bool, 2.5, a string).
     """
+    seed = check_int(seed, "seed")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from slamags_core.validation import check_int
+
 
 def mosaic(images: np.ndarray, *, ncols: int, outline: np.ndarray | None = None,
            color: tuple[int, int, int] = (255, 215, 0), pad: int = 2) -> np.ndarray:
@@ -29,10 +31,7 @@ def mosaic(images: np.ndarray, *, ncols: int, outline: np.ndarray | None = None,
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or len(images) == 0:
         raise ValueError(f"images must be uint8 (N>=1, H, W, 3), got {images.dtype} {images.shape}")
-    if int(ncols) != ncols or ncols < 1:
-        raise ValueError(f"ncols must be an integer >= 1, got {ncols!r}")
-    if int(pad) != pad or pad < 0:
-        raise ValueError(f"pad must be an integer >= 0, got {pad!r}")
+    ncols, pad = check_int(ncols, "ncols", ge=1), check_int(pad, "pad", ge=0)
     n, h, w, _ = images.shape
     mark = np.zeros(n, dtype=bool) if outline is None else np.asarray(outline, dtype=bool)
     if mark.shape != (n,):

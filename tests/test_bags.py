@@ -4,6 +4,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from slamags_core import bags as bags_module
 from slamags_core.bags import (BagSet, PoolSource, SyntheticSource, bags_cache_path, build_bags,
                                load_or_build_bags, n_witnesses)
 from slamags_core.config import BagConfig, CellConfig
@@ -91,6 +92,35 @@ def test_synthetic_source_bags_share_one_stain_per_slide():
     assert bs.instance_labels.sum() == 2 * 2
 
 
+@pytest.mark.parametrize("mode,distinct", [("per_bag", 1), ("per_cell", 30)])
+def test_stain_per_bag_or_per_cell(monkeypatch, mode, distinct):
+    # what the renderer is given: one stain vector per slide, or one per cell
+    seen = []
+    real = bags_module.synthetic.render_cells
+
+    def spy(cell_types, **kw):
+        seen.append(np.atleast_2d(kw["stain"]))
+        return real(cell_types, **kw)
+
+    monkeypatch.setattr(bags_module.synthetic, "render_cells", spy)
+    cells = CellConfig(image_size=32, stain=mode)
+    bs = build_bags(SyntheticSource(cells), BagConfig(bag_size=30, witness_rate=0.1, n_train=4,
+                                                      n_val=0, n_test=2, seed=0))
+    assert len(seen) == bs.n_bags == 6
+    assert all(len(np.unique(s, axis=0)) == distinct for s in seen)
+    # and what the images show: the colour spread inside a bag is the spread of the whole set
+    # with per-cell stain, much smaller with one stain per bag
+    colour = bs.images.reshape(len(bs.images), -1, 3).mean(1)  # (N, 3) mean colour per cell
+    within = np.mean([colour[bs.bag_index == b].var(0).sum() for b in range(bs.n_bags)])
+    share = within / colour.var(0).sum()
+    assert (share < 0.6) if mode == "per_bag" else (share > 0.8)
+
+
+def test_unknown_stain_mode():
+    with pytest.raises(ValueError, match="stain mode 'per_patient'.*per_bag"):
+        SyntheticSource(CellConfig(stain="per_patient"))
+
+
 def test_cache_hit_and_invalidation(tmp_path):
     cells = CellConfig(image_size=32)
     bags = BagConfig(bag_size=10, witness_rate=0.1, n_train=2, n_val=0, n_test=2, seed=1)
@@ -103,7 +133,8 @@ def test_cache_hit_and_invalidation(tmp_path):
     np.testing.assert_array_equal(a.images, b.images)
     for change in (dict(bags=dataclasses.replace(bags, witness_rate=0.2)),
                    dict(bags=dataclasses.replace(bags, seed=2)),
-                   dict(cells=dataclasses.replace(cells, difficulty=0.9))):
+                   dict(cells=dataclasses.replace(cells, difficulty=0.9)),
+                   dict(cells=dataclasses.replace(cells, stain="per_cell"))):
         c2, b2 = change.get("cells", cells), change.get("bags", bags)
         assert bags_cache_path(c2, b2, root=tmp_path) != path
 

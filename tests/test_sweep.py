@@ -87,7 +87,7 @@ def test_other_config_in_same_folder_is_refused(tmp_path):
 
 @pytest.mark.parametrize("kw,match", [(dict(methods=["byol"]), "unknown method 'byol'"),
                                       (dict(mil_models=["transmil"]), "unknown MIL model"),
-                                      (dict(witness_rates=[1.5]), "witness rate 1.5")])
+                                      (dict(witness_rates=[1.5]), r"witness_rates\[0\] .*got 1.5")])
 def test_bad_grid(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         run_sweep(get_preset("smoke"), tmp_path, progress=False, **kw)
