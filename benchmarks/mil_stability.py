@@ -9,7 +9,10 @@ seeds reach bag AUC >= 0.90 and ranking AUROC >= 0.5. Beside them, the *instance
 of the embeddings: a logistic regression trained on the training cells' TRUE instance labels
 (labels MIL never sees), scored on the test cells (instance AUROC, mean within-bag AUROC over
 positive test bags) and pooled per test bag as "mean of the top-k scores minus the bag median"
-with k = the witnesses per positive bag (bag AUC).
+with k = the witnesses per positive bag (bag AUC). And a *witness ablation* per fit
+(``slamags_core.mil.witness_ablation``): the test bags predicted again with every witness
+deleted (bag AUC without witnesses, largest change of ``P(abnormal)``); a model that classifies
+by bag-level content instead of the witnesses does not notice.
 
 Writes ``OUT/mil_stability.json`` (settings, per-seed rows, summaries) and
 ``OUT/mil_stability.md`` (the table). Rows already in the JSON (same settings) are skipped, so
@@ -39,12 +42,13 @@ from tqdm.auto import tqdm
 from slamags_core.aggregators import AGGREGATORS
 from slamags_core.config import METHODS, get_preset
 from slamags_core.metrics import auroc
-from slamags_core.mil import fit_evaluate
+from slamags_core.mil import fit_evaluate, split_bags, witness_ablation
 from slamags_core.pipeline import prepare_embeddings
 from slamags_core.utils import atomic_write_text, to_jsonable
 
 METRICS = ("bag_auc", "bag_f1", "topk_recall", "instance_auroc",
            "attention_topk_recall", "attention_instance_auroc")
+ABLATION = ("bag_auc_without_witnesses", "max_prob_change")  # mil.witness_ablation on the test bags
 TARGET_AUC, TARGET_RANK = 0.90, 0.5
 
 
@@ -75,9 +79,11 @@ def probe_ceiling(bagset, H: torch.Tensor, witness_rate: float) -> dict:
 def summarise(rows: list[dict]) -> dict:
     """Mean/min/max per metric over MIL seeds and the target counts."""
     out = {"n_seeds": len(rows)}
-    for m in METRICS:
-        v = np.array([r[m] for r in rows], dtype=float)
-        out[m] = {"mean": float(np.nanmean(v)), "min": float(np.nanmin(v)), "max": float(np.nanmax(v))}
+    for m in METRICS + ABLATION:  # rows written before the ablation existed lack its keys
+        v = np.array([r.get(m, np.nan) for r in rows], dtype=float)
+        ok = v[np.isfinite(v)]
+        stats = (ok.mean(), ok.min(), ok.max()) if ok.size else (np.nan,) * 3
+        out[m] = {**dict(zip(("mean", "min", "max"), map(float, stats))), "n": int(ok.size)}
     out["n_bag_auc_ge_0.90"] = int(sum(r["bag_auc"] >= TARGET_AUC for r in rows))
     out["n_rank_auroc_ge_0.5"] = int(sum(r["instance_auroc"] >= TARGET_RANK for r in rows))
     out["rankings"] = sorted({r["ranking"] for r in rows})
@@ -85,13 +91,19 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def markdown(results: dict) -> str:
-    f = lambda s: f"{s['mean']:.3f} [{s['min']:.3f}, {s['max']:.3f}]"  # noqa: E731
+    def f(s: dict, n: int | None = None) -> str:
+        if s.get("n", n) == 0:
+            return "—"
+        extra = f" ({s['n']} seeds)" if n is not None and s.get("n", n) != n else ""
+        return f"{s['mean']:.3f} [{s['min']:.3f}, {s['max']:.3f}]{extra}"
+
     lines = [f"MIL stability: mean [min, max] over MIL seeds; preset `{results['preset']}`, "
              f"bag seed {results['bag_seed']}; reported ranking = abnormality (attention score "
              f"oriented by training bag labels). Probe = instance-label ceiling.", "",
              "| method | WR | MIL | bag AUC | #AUC>=0.9 | Top-K recall | ranking AUROC | #AUROC>=0.5 "
-             "| attention Top-K recall | attention AUROC | probe inst. AUROC | probe pooled bag AUC |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| attention Top-K recall | attention AUROC | bag AUC w/o witnesses | max dP w/o witnesses "
+             "| probe inst. AUROC | probe pooled bag AUC |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, s in results["summary"].items():
         method, wr, mil = key.split("|")
         p = results["probe"][f"{method}|{wr}"]
@@ -99,6 +111,7 @@ def markdown(results: dict) -> str:
         lines.append(f"| {method} | {float(wr):g} | {mil} | {f(s['bag_auc'])} | {s['n_bag_auc_ge_0.90']}/{n} "
                      f"| {f(s['topk_recall'])} | {f(s['instance_auroc'])} | {s['n_rank_auroc_ge_0.5']}/{n} "
                      f"| {f(s['attention_topk_recall'])} | {f(s['attention_instance_auroc'])} "
+                     f"| {f(s['bag_auc_without_witnesses'], n)} | {f(s['max_prob_change'], n)} "
                      f"| {p['probe_instance_auroc']:.3f} | {p['probe_pooled_bag_auc']:.3f} |")
     return "\n".join(lines) + "\n"
 
@@ -143,7 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
     bar = tqdm(total=len(grid) * len(args.mil) * args.mil_seeds, desc="mil_stability")
     for method, wr in grid:
         bagset, H = prepare_embeddings(preset, method, wr, args.bag_seed, device="cpu", progress=False)
-        results["probe"].setdefault(f"{method}|{wr}", probe_ceiling(bagset, H, wr))
+        if f"{method}|{wr}" not in results["probe"]:
+            results["probe"][f"{method}|{wr}"] = probe_ceiling(bagset, H, wr)
         for mil in args.mil:
             for seed in range(args.mil_seeds):
                 bar.update(1)
@@ -151,10 +165,12 @@ def main(argv: list[str] | None = None) -> dict:
                     continue
                 t0 = time.perf_counter()
                 r = fit_evaluate(mil, bagset, H, dataclasses.replace(cfg, seed=seed))
+                ablation = witness_ablation(r.model, split_bags(bagset, H, "test")[1], r.y,
+                                            r.instance_labels)
                 results["rows"].append({"method": method, "witness_rate": wr, "mil": mil,
                                         "mil_seed": seed, "ranking": r.model.ranking_name,
                                         "epochs": len(r.history), "seconds": time.perf_counter() - t0,
-                                        **{m: float(r.metrics[m]) for m in METRICS}})
+                                        **{m: float(r.metrics[m]) for m in METRICS}, **ablation})
                 atomic_write_text(json.dumps(results, indent=1), path)
             rows = [x for x in results["rows"]
                     if (x["method"], x["witness_rate"], x["mil"]) == (method, wr, mil)]

@@ -383,6 +383,46 @@ def evaluate_bags(model: MILAggregator, bags: Sequence[Tensor], y: Sequence[int]
     return metrics, (prob, attention, abnormality)
 
 
+def witness_ablation(model: MILAggregator, bags: Sequence[Tensor], y: Sequence[int],
+                     instance_labels: Sequence[np.ndarray], *,
+                     device: torch.device | str | None = None) -> dict:
+    """Does the bag decision rest on the witnesses? Predict again with every witness deleted.
+
+    A model that found the witnesses loses its positive bags when they are removed; a model
+    that classifies by bag-level content (a slide's stain, the mix of ordinary cells) does not
+    notice. Negative bags have no witnesses and are predicted unchanged; a bag made only of
+    witnesses is left whole (it would be empty).
+
+    Args:
+        model: a trained aggregator.
+        bags: ``[H_i  # (N_i, D)]`` the bags as evaluated.
+        y: ``(n,)`` bag labels in {0, 1} (both present).
+        instance_labels: one ``(N_i,)`` 0/1 array per bag, 1 = witness.
+        device: where to predict.
+
+    Returns:
+        ``{"bag_auc_without_witnesses"`` (ROC AUC of ``P(abnormal)`` on the ablated bags),
+        ``"max_prob_change"`` (largest ``|P_ablated - P|`` over bags)``}``.
+
+    Raises:
+        ValueError: mismatched lengths or an instance-label array not matching its bag.
+    """
+    if not len(bags) == len(y) == len(instance_labels):
+        raise ValueError(f"got {len(bags)} bags, {len(y)} labels and {len(instance_labels)} "
+                         f"instance label arrays; they must match")
+    kept = []
+    for i, (H, lab) in enumerate(zip(bags, instance_labels)):
+        lab = np.asarray(lab)
+        if lab.shape != (len(H),):
+            raise ValueError(f"bag {i}: instance_labels have shape {lab.shape}, bag has {len(H)} cells")
+        keep = lab == 0
+        kept.append(H[torch.as_tensor(keep)] if keep.any() else H)
+    prob = predict_bags(model, bags, device=device)[0]
+    prob_ablated = predict_bags(model, kept, device=device)[0]
+    return {"bag_auc_without_witnesses": bag_metrics(np.asarray(y), prob_ablated)["bag_auc"],
+            "max_prob_change": float(np.abs(np.asarray(prob_ablated) - np.asarray(prob)).max())}
+
+
 def fit_evaluate(name: str, bagset, H: Tensor, cfg: MILConfig, *, split: str = "test",
                  device: torch.device | str | None = None, progress: bool = False) -> MILResult:
     """Train an aggregator on a bag set's training bags, select on its validation bags, evaluate.

@@ -12,7 +12,7 @@ from slamags_core.bags import BagSet
 from slamags_core.config import MILConfig, get_preset
 from slamags_core.metrics import bag_metrics, retrieval_metrics, topk_hits
 from slamags_core.mil import (MILResult, check_bags, fit_evaluate, pad_bags, predict_bags,
-                              train_mil)
+                              train_mil, witness_ablation)
 
 CFG = MILConfig(epochs=30, hidden_dim=16, n_prototypes=2, patience=30, lr=3e-3, batch_bags=4,
                 restarts=1, warmup_epochs=1)
@@ -282,3 +282,23 @@ def test_every_aggregator_trains_on_the_smoke_config(name):
     model, _ = train_mil(name, train, val, dataclasses.replace(CFG, epochs=2), progress=False)
     prob, att, abn = predict_bags(model, [H for H, _ in val])
     assert prob.shape == (4,) and all(np.isfinite(a).all() for a in abn)
+
+
+def test_witness_ablation_on_planted_bags():
+    """A model trained on planted witnesses loses its positive bags when they are deleted;
+    negative bags (no witnesses) are predicted exactly as before."""
+    tr, _ = _bags(16, seed=0)
+    te, ite = _bags(8, seed=2)
+    model, _ = train_mil("abmil", tr, tr[:8], CFG, progress=False)
+    bags, y = [H for H, _ in te], [yi for _, yi in te]
+    full = predict_bags(model, bags)[0]
+    out = witness_ablation(model, bags, y, ite)
+    assert bag_metrics(np.array(y), full)["bag_auc"] == 1.0
+    assert out["bag_auc_without_witnesses"] < 0.8 and out["max_prob_change"] > 0.2
+    neg = [(H, lab) for (H, yi), lab in zip(te, ite) if yi == 0]
+    assert witness_ablation(model, [H for H, _ in neg], [0] * len(neg),
+                            [lab for _, lab in neg])["max_prob_change"] == 0.0
+    with pytest.raises(ValueError, match="must match"):
+        witness_ablation(model, bags, y[:-1], ite)
+    with pytest.raises(ValueError, match="bag 0"):
+        witness_ablation(model, bags, y, [np.zeros(3, int)] + list(ite[1:]))

@@ -24,5 +24,8 @@ def test_mil_stability_smoke(tmp_path, monkeypatch):
     assert 0 <= s["n_bag_auc_ge_0.90"] <= 2
     assert {"probe_instance_auroc", "probe_pooled_bag_auc"} <= set(saved["probe"]["random|0.1"])
     assert "| random | 0.1 | abmil |" in (out / "mil_stability.md").read_text()
+    for r in saved["rows"]:
+        assert 0 <= r["bag_auc_without_witnesses"] <= 1 and 0 <= r["max_prob_change"] <= 1
+    assert s["max_prob_change"]["n"] == 2
     again = mod["main"](args)  # finished rows are reused, not recomputed
     assert again["rows"] == res["rows"]
