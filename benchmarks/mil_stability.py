@@ -9,8 +9,9 @@ seeds reach bag AUC >= 0.90 and ranking AUROC >= 0.5. Beside them, the *instance
 of the embeddings: a logistic regression trained on the training cells' TRUE instance labels
 (labels MIL never sees), scored on the test cells (instance AUROC, mean within-bag AUROC over
 positive test bags) and pooled per test bag as "mean of the top-k scores minus the bag median"
-with k = the witnesses per positive bag (bag AUC). And a *witness ablation* per fit
-(``slamags_core.mil.witness_ablation``): the test bags predicted again with every witness
+with k = the witnesses per positive bag (bag AUC). A *slide probe*: logistic regression on
+each bag's mean non-witness embedding (witness-blind; train and test bag AUC). And a *witness
+ablation* per fit (``slamags_core.mil.witness_ablation``): the test bags predicted again with every witness
 deleted (bag AUC without witnesses, largest change of ``P(abnormal)``); a model that classifies
 by bag-level content instead of the witnesses does not notice.
 
@@ -76,6 +77,27 @@ def probe_ceiling(bagset, H: torch.Tensor, witness_rate: float) -> dict:
             "probe_pooled_bag_auc": float(roc_auc_score(y, pooled))}
 
 
+def slide_probe(bagset, H: torch.Tensor) -> dict:
+    """Witness-blind bag classifier: logistic regression on each bag's mean NON-witness embedding.
+
+    It cannot see a single witness, so whatever it learns from the training bags is bag-level
+    content (a slide's stain, the mix of ordinary cells). Its training AUC says how easily the
+    training labels are separated without witnesses; its test AUC how much of that carries over.
+    """
+    X = H.numpy().astype(np.float64)
+    lab = np.asarray(bagset.instance_labels)
+    feats = {}
+    for split in ("train", "test"):
+        ids = bagset.split_bags(split)
+        cells = [bagset.bag_cells(int(i)) for i in ids]
+        feats[split] = (np.stack([X[c[lab[c] == 0]].mean(0) for c in cells]),
+                        np.asarray(bagset.bag_labels)[ids])
+    mu, sd = feats["train"][0].mean(0), feats["train"][0].std(0) + 1e-6
+    clf = LogisticRegression(max_iter=5000).fit((feats["train"][0] - mu) / sd, feats["train"][1])
+    return {f"slide_probe_{split}_auc": float(roc_auc_score(yb, clf.decision_function((F - mu) / sd)))
+            for split, (F, yb) in feats.items()}
+
+
 def summarise(rows: list[dict]) -> dict:
     """Mean/min/max per metric over MIL seeds and the target counts."""
     out = {"n_seeds": len(rows)}
@@ -102,8 +124,8 @@ def markdown(results: dict) -> str:
              f"oriented by training bag labels). Probe = instance-label ceiling.", "",
              "| method | WR | MIL | bag AUC | #AUC>=0.9 | Top-K recall | ranking AUROC | #AUROC>=0.5 "
              "| attention Top-K recall | attention AUROC | bag AUC w/o witnesses | max dP w/o witnesses "
-             "| probe inst. AUROC | probe pooled bag AUC |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| probe inst. AUROC | probe pooled bag AUC | slide probe train / test AUC |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, s in results["summary"].items():
         method, wr, mil = key.split("|")
         p = results["probe"][f"{method}|{wr}"]
@@ -112,7 +134,9 @@ def markdown(results: dict) -> str:
                      f"| {f(s['topk_recall'])} | {f(s['instance_auroc'])} | {s['n_rank_auroc_ge_0.5']}/{n} "
                      f"| {f(s['attention_topk_recall'])} | {f(s['attention_instance_auroc'])} "
                      f"| {f(s['bag_auc_without_witnesses'], n)} | {f(s['max_prob_change'], n)} "
-                     f"| {p['probe_instance_auroc']:.3f} | {p['probe_pooled_bag_auc']:.3f} |")
+                     f"| {p['probe_instance_auroc']:.3f} | {p['probe_pooled_bag_auc']:.3f} "
+                     f"| {p.get('slide_probe_train_auc', np.nan):.3f} / "
+                     f"{p.get('slide_probe_test_auc', np.nan):.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -156,8 +180,11 @@ def main(argv: list[str] | None = None) -> dict:
     bar = tqdm(total=len(grid) * len(args.mil) * args.mil_seeds, desc="mil_stability")
     for method, wr in grid:
         bagset, H = prepare_embeddings(preset, method, wr, args.bag_seed, device="cpu", progress=False)
-        if f"{method}|{wr}" not in results["probe"]:
-            results["probe"][f"{method}|{wr}"] = probe_ceiling(bagset, H, wr)
+        probe = results["probe"].setdefault(f"{method}|{wr}", {})
+        if "probe_instance_auroc" not in probe:
+            probe.update(probe_ceiling(bagset, H, wr))
+        if "slide_probe_test_auc" not in probe:
+            probe.update(slide_probe(bagset, H))
         for mil in args.mil:
             for seed in range(args.mil_seeds):
                 bar.update(1)
