@@ -17,6 +17,7 @@ DEFAULT_PRESET = "laptop"
 
 METHODS: tuple[str, ...] = (
     "random", "simclr", "weak", "supcon", "slam_sum", "slam_pcgrad", "slam_ags",
+    "oracle",  # CEILING: trained with the training cells' instance labels, which no method has
 )
 MIL_MODELS: tuple[str, ...] = ("prototype", "abmil")
 
@@ -80,18 +81,24 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class MILConfig:
-    """Attention MIL training and retrieval (see :mod:`slamags_core.mil`)."""
+    """Attention MIL training and retrieval (see :mod:`slamags_core.mil`, docs/mil.md)."""
 
-    epochs: int = 40                # max epochs over the training bags
-    lr: float = 1e-3                # Adam learning rate (paper code: 1e-3)
+    epochs: int = 60                # max epochs over the training bags
+    batch_bags: int = 8             # bags per optimiser step, padded + masked (paper code: 1)
+    lr: float = 1e-3                # peak Adam learning rate (paper code: 1e-3, constant)
+    warmup_epochs: int = 2          # linear warm-up epochs, then cosine decay to 0 at `epochs`
     weight_decay: float = 1e-4      # Adam weight decay
-    hidden_dim: int = 128           # attention hidden size
+    hidden_dim: int = 64            # instance-feature and attention hidden size
     n_prototypes: int = 4           # prototypes per class in the prototype model
     cluster_weight: float = 0.005   # weight of the prototype clustering losses (paper code)
-    patience: int = 10              # early stopping on validation loss
+    instance_dropout: float = 0.5   # share of a training bag's cells hidden per step
+    query_init: float = 0.0         # std of ABMIL's attention query at init (0 = uniform attention)
+    patience: int = 15              # early stopping on validation loss (epochs)
+    restarts: int = 3               # independent initialisations; keep the lowest validation loss
     topk_fraction: float = 0.4      # retrieval K as a fraction of the bag (paper: 400/1000)
-    standardize: bool = True        # z-score embeddings with training-bag statistics (paper code: no)
-    seed: int = 0                   # seeds init and bag order
+    standardize: bool = True        # z-score embeddings with training-cell statistics (paper code: no)
+    bag_center: bool = False        # subtract each bag's median embedding first (slide offsets)
+    seed: int = 0                   # seeds init, batches and instance dropout (local generators)
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,8 @@ def _smoke() -> Preset:
         pretrain=PretrainConfig(encoder="tiny_cnn", width=8, crop_size=28, proj_dim=32,
                                 steps=10, batch_size=64, lr=0.05, warmup_steps=0,
                                 checkpoint_every=5, log_every=5),
-        mil=MILConfig(epochs=5, hidden_dim=32, n_prototypes=2, patience=5),
+        mil=MILConfig(epochs=5, hidden_dim=32, n_prototypes=2, patience=5, batch_bags=4, restarts=1,
+                      warmup_epochs=1),
         witness_rates=(0.1, 0.05),
     )
 
@@ -142,7 +150,7 @@ def _paper() -> Preset:
         pretrain=PretrainConfig(encoder="resnet18", crop_size=224, proj_dim=512, steps=37_500,
                                 batch_size=256, lr=1e-3, warmup_steps=2_500,
                                 checkpoint_every=500, log_every=50),
-        mil=MILConfig(epochs=100),
+        mil=MILConfig(epochs=100, hidden_dim=128),
         seeds=(0, 1, 2),
     )
 

@@ -65,7 +65,7 @@ def get_pretrained(preset: Preset, bagset: BagSet, method: str, seed: int = 0, *
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; allowed: {METHODS}")
     root = Path(root) if root is not None else cache_dir() / "checkpoints"
-    pos, neg = bagset.pretraining_pools()  # index views into the (memory-mapped) storage
+    pos, neg = bagset.pretraining_pools()  # index views (+ instance labels, for oracle)
     return pretrain(method, pos, neg, pretrain_config(preset, seed), device=device,
                     out_dir=root / run_key(preset, bagset, method, seed), resume=resume,
                     progress=progress, stop_after=stop_after)

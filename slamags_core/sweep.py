@@ -3,7 +3,9 @@
 For each witness rate and seed the sweep simulates train / validation / test bags, pretrains
 every method on the training bags' pools, embeds every cell with the frozen encoder, trains each
 MIL aggregator (model selection on the validation bags) and evaluates it on the held-out test
-bags. One row per ``(method, mil, witness_rate, seed)`` goes to ``DIR/results.csv``.
+bags (:func:`slamags_core.mil.fit_evaluate`). The retrieval columns (``topk_*``,
+``instance_auroc``) rank cells by the model's *abnormality* score, not by raw attention.
+One row per ``(method, mil, witness_rate, seed)`` goes to ``DIR/results.csv``.
 
 The sweep is resumable: rows are written atomically (the whole CSV is rewritten to a temporary
 file and renamed), a restarted sweep skips finished grid cells, and an interrupted pretraining
@@ -32,9 +34,8 @@ from tqdm.auto import tqdm
 from slamags_core import distributed as D
 from slamags_core.bags import n_witnesses
 from slamags_core.config import METHODS, MIL_MODELS, Preset
-from slamags_core.metrics import bag_metrics, retrieval_metrics
-from slamags_core.mil import predict_bags, train_mil
-from slamags_core.pipeline import bags_of, embed_bagset, get_bags, get_pretrained
+from slamags_core.mil import fit_evaluate
+from slamags_core.pipeline import embed_bagset, get_bags, get_pretrained
 from slamags_core.predictions import PREDICTIONS_DIR
 from slamags_core.report import write_report
 from slamags_core.utils import atomic_write_text, get_device, to_jsonable
@@ -135,14 +136,6 @@ def _check_config(out_dir: Path, preset: Preset) -> None:
         atomic_write_text(json.dumps({"preset": mine}, indent=2), path)
 
 
-def _evaluate(model, bagset, H, topk_fraction: float) -> dict:
-    test_H, y = bags_of(bagset, H, "test")
-    prob, attention = predict_bags(model, test_H)
-    inst = [bagset.instance_labels[bagset.bag_cells(i)] for i in bagset.split_bags("test")]
-    return {**bag_metrics(np.array(y), prob),
-            **retrieval_metrics(attention, inst, np.array(y), topk_fraction=topk_fraction)}
-
-
 def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | None = None,
               mil_models: Sequence[str] | None = None,
               witness_rates: Sequence[float] | None = None, seeds: Sequence[int] | None = None,
@@ -223,13 +216,10 @@ def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | N
             continue
         H = embed_bagset(preset, bagset, result, seed, device=dev)
         t2 = time.perf_counter()
-        train, val = bags_of(bagset, H, "train"), bags_of(bagset, H, "val")
         for mil in todo:
             t3 = time.perf_counter()
-            model, _ = train_mil(mil, list(zip(*train)), list(zip(*val)),
-                                 dataclasses.replace(preset.mil, seed=seed), device=dev,
-                                 progress=False)
-            scores = _evaluate(model, bagset, H, preset.mil.topk_fraction)
+            scores = fit_evaluate(mil, bagset, H, dataclasses.replace(preset.mil, seed=seed),
+                                  device=dev).metrics  # Top-K / AUROC: the abnormality ranking
             row = {"method": method, "mil": mil, "witness_rate": wr, "seed": seed,
                    **{k: float(v) for k, v in scores.items() if k in METRICS},
                    "pretrain_s": t1 - t0, "embed_s": t2 - t1, "mil_s": time.perf_counter() - t3}

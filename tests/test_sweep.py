@@ -49,7 +49,7 @@ def test_finished_sweep_is_skipped_on_restart(smoke_sweep, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a finished grid cell was recomputed")
 
-    monkeypatch.setattr(sweep_mod, "train_mil", boom)
+    monkeypatch.setattr(sweep_mod, "fit_evaluate", boom)
     monkeypatch.setattr(sweep_mod, "get_pretrained", boom)
     again = run_sweep(get_preset("smoke"), out, witness_rates=[0.1, 0.05], seeds=[0],
                       progress=False)
@@ -62,7 +62,7 @@ def test_interrupted_sweep_resumes_missing_cells(tmp_path, monkeypatch):
     grid = dict(methods=["random", "simclr"], mil_models=["abmil"], witness_rates=[0.1],
                 seeds=[0], progress=False)
     calls = {"n": 0}
-    real = sweep_mod.train_mil
+    real = sweep_mod.fit_evaluate
 
     def dies_on_second(*a, **k):
         calls["n"] += 1
@@ -70,12 +70,12 @@ def test_interrupted_sweep_resumes_missing_cells(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(sweep_mod, "train_mil", dies_on_second)
+    monkeypatch.setattr(sweep_mod, "fit_evaluate", dies_on_second)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(preset, tmp_path, **grid)
     first = read_results(tmp_path / "results.csv")
     assert [r["method"] for r in first] == ["random"]  # whole rows only
-    monkeypatch.setattr(sweep_mod, "train_mil", real)
+    monkeypatch.setattr(sweep_mod, "fit_evaluate", real)
     rows = run_sweep(preset, tmp_path, **grid)
     assert sorted(r["method"] for r in rows) == ["random", "simclr"]
     assert read_results(tmp_path / "results.csv")[0] == first[0]
