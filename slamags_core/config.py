@@ -17,6 +17,8 @@ DEFAULT_PRESET = "laptop"
 
 METHODS: tuple[str, ...] = (
     "random", "simclr", "weak", "supcon", "slam_sum", "slam_pcgrad", "slam_ags",
+    "deep_svdd",  # COMPETITOR: one-class Deep SVDD on slide-negative patches (Ruff et al. 2018)
+    # "oracle" (the CEILING row, issue 9) joins here when its strategy is merged
 )
 MIL_MODELS: tuple[str, ...] = ("prototype", "abmil")
 
@@ -90,6 +92,17 @@ class MILConfig:
 
 
 @dataclass(frozen=True)
+class DiagnosticsConfig:
+    """MIL-free diagnostics of every frozen encoder (see :mod:`slamags_core.diagnostics`)."""
+
+    k: int = 5                      # neighbours of the one-class kNN score
+    max_reference: int = 5000       # slide-negative training cells the kNN score compares with
+                                    # (seeded subsample; cost ~ test cells x this)
+    max_train_cells: int = 20000    # training cells of the instance-label probe (all witnesses kept)
+    top_fraction: float = 0.01      # bag score = mean of the top 1% cell scores - the bag median
+
+
+@dataclass(frozen=True)
 class Preset:
     """One consistent set of stage configs plus the sweep grid."""
 
@@ -98,6 +111,7 @@ class Preset:
     bags: BagConfig = field(default_factory=BagConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     mil: MILConfig = field(default_factory=MILConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     witness_rates: tuple[float, ...] = (0.1, 0.05, 0.01, 0.005)  # the sweep's WR grid
     methods: tuple[str, ...] = METHODS                            # pretraining strategies
     mil_models: tuple[str, ...] = MIL_MODELS                      # aggregators per method

@@ -63,11 +63,17 @@ def get_pretrained(preset: Preset, bagset: BagSet, method: str, seed: int = 0, *
 
 
 def embed_bagset(preset: Preset, bagset: BagSet, result: PretrainResult, seed: int = 0, *,
-                 device: torch.device | str | None = None) -> torch.Tensor:
-    """Embeddings ``H  # (N, D)`` of every cell of the bag set with the frozen encoder (cached)."""
-    key = f"{run_key(preset, bagset, result.method, seed)}-{preset.pretrain.embedding}"
+                 device: torch.device | str | None = None, which: str | None = None
+                 ) -> torch.Tensor:
+    """Embeddings ``H  # (N, D)`` of every cell of the bag set with the frozen encoder (cached).
+
+    ``which``: ``"h"`` (backbone) or ``"z"`` (projection); default the preset's
+    ``pretrain.embedding``. Both come from the same pretraining run.
+    """
+    which = preset.pretrain.embedding if which is None else which
+    key = f"{run_key(preset, bagset, result.method, seed)}-{which}"
     return embed_images(result.encoder, bagset.images, pretrain_config(preset, seed),
-                        device=device, cache_key=key)
+                        device=device, cache_key=key, which=which)
 
 
 def prepare_embeddings(preset: Preset, method: str, witness_rate: float | None = None,
