@@ -139,13 +139,20 @@ def _smoke() -> Preset:
 
 
 def _laptop() -> Preset:
-    return Preset(name="laptop")
+    # The paper's bag protocol (issue 10, docs/power.md): bags of 1000 cells (WR 0.5% = 5
+    # witnesses), each cell with its own slide's stain. Bag counts: docs/power.md (a 30-minute
+    # one-seed main job on 2 CPU cores against the power target).
+    return Preset(
+        name="laptop",
+        cells=CellConfig(stain="per_cell"),
+        bags=BagConfig(bag_size=1000, n_train=48, n_val=16, n_test=64),
+    )
 
 
 def _paper() -> Preset:
     return Preset(
         name="paper",
-        cells=CellConfig(image_size=250),
+        cells=CellConfig(image_size=250, stain="per_cell"),
         bags=BagConfig(bag_size=1000, n_train=64, n_val=16, n_test=32),
         pretrain=PretrainConfig(encoder="resnet18", crop_size=224, proj_dim=512, epochs=150,
                                 batch_size=256, lr=1e-3, warmup_epochs=10),
