@@ -1,9 +1,14 @@
-"""Command line: ``python -m slamags_core {sweep,report,generate,notebooks} ...``.
+"""Command line: ``python -m slamags_core {sweep,pretrain,merge,report,generate,notebooks} ...``.
 
     python -m slamags_core sweep --preset laptop --out outputs/sweep
+    python -m slamags_core sweep --preset paper --out runs/paper --shard 0/8   # one of 8 jobs
+    python -m slamags_core merge --out runs/paper                              # combine shards
+    torchrun --nproc_per_node=4 -m slamags_core pretrain --preset paper --method slam_ags
     python -m slamags_core report outputs/sweep
     python -m slamags_core generate --preset laptop
     python -m slamags_core notebooks --out outputs/notebooks
+
+``sweep`` and ``pretrain`` run as they are or under ``torchrun`` (data-parallel pretraining).
 """
 from __future__ import annotations
 
@@ -41,7 +46,31 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-report", action="store_true",
                    help="skip the report at the end (run `report DIR` later)")
     s.add_argument("--device", default=None, help="auto | cuda | mps | cpu")
+    s.add_argument("--shard", default=None, help="K/N: run grid cells K, K+N, ... only "
+                   "(0 <= K < N; Slurm: $SLURM_ARRAY_TASK_ID/N); combine with `merge`")
     s.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    t = sub.add_parser("pretrain", help="pretrain one encoder (one process, or torchrun for many)")
+    t.add_argument("--preset", default="laptop", choices=sorted(PRESETS))
+    t.add_argument("--method", required=True, choices=METHODS)
+    t.add_argument("--witness-rate", type=float, default=None, help="default: the preset's")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", type=Path, default=None, help="checkpoint root (default: the data "
+                   "cache, where sweeps and notebooks find it; the run gets a sub-folder)")
+    t.add_argument("--device", default=None, help="auto | cuda | mps | cpu")
+    t.add_argument("--stop-after", type=int, default=None, help="stop after this many steps "
+                   "(checkpointed; run again to continue)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the encoder (CUDA)")
+    t.add_argument("--deterministic", action="store_true",
+                   help="deterministic CUDA kernels: same seed, same weights (slower)")
+    t.add_argument("--pool-placement", choices=("auto", "device", "host"), default=None)
+    t.add_argument("--no-resume", action="store_true", help="start afresh")
+    t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    m = sub.add_parser("merge", help="combine sharded sweep results -> DIR/results.csv + report")
+    m.add_argument("--out", required=True, type=Path, help="folder for the merged results")
+    m.add_argument("sources", nargs="*", type=Path, help="sweep folders (default: --out)")
+    m.add_argument("--partial", action="store_true", help="merge even if shards are missing")
 
     r = sub.add_parser("report", help="rewrite a sweep folder's results.md, plots and verdicts "
                                       "from its results.csv and predictions/")
@@ -122,15 +151,72 @@ def _notebooks(args) -> None:
               f"{args.out / (path.stem + '.html')}", flush=True)
 
 
+def _pretrain(args) -> None:
+    from slamags_core import distributed as D
+    from slamags_core.pipeline import get_bags, get_pretrained
+
+    preset = get_preset(args.preset)
+    runtime = {"compile": args.compile or preset.pretrain.compile,
+               "deterministic": args.deterministic or preset.pretrain.deterministic}
+    if args.pool_placement:
+        runtime["pool_placement"] = args.pool_placement
+    preset = preset.replace(pretrain=dataclasses.replace(preset.pretrain, **runtime))
+    ctx = D.setup()
+    try:
+        with D.main_first(ctx):  # rank 0 renders the bag set, the others open it
+            bags = get_bags(preset, args.witness_rate, args.seed)
+        t0 = time.perf_counter()
+        res = get_pretrained(preset, bags, args.method, args.seed, device=args.device,
+                             root=args.out, progress=not args.no_progress,
+                             resume=not args.no_resume, stop_after=args.stop_after)
+        if ctx.is_main:
+            last = res.summaries[-1]
+            print(f"{args.method}: step {last['step']} of {preset.pretrain.steps} on "
+                  f"{ctx.world_size} process(es) in {time.perf_counter() - t0:.1f} s; "
+                  f"loss {last.get('loss', float('nan')):.4f}; checkpoint {res.checkpoint}",
+                  flush=True)
+    finally:
+        D.teardown()
+
+
+def _sweep(args) -> None:
+    from slamags_core import distributed as D
+    from slamags_core.sweep import parse_shard, run_sweep, shard_name
+
+    shard = parse_shard(args.shard) if args.shard else None
+    ctx = D.setup()
+    try:
+        rows = run_sweep(preset=get_preset(args.preset), out_dir=args.out, methods=args.methods,
+                         mil_models=args.mil, witness_rates=args.witness_rates, seeds=args.seeds,
+                         embeddings=args.embeddings, stains=args.stains, device=args.device,
+                         progress=not args.no_progress, report=not args.no_report, shard=shard)
+        if ctx.is_main:
+            print(f"{len(rows)} rows -> {args.out / (shard_name(shard) + '.csv')}", flush=True)
+    finally:
+        D.teardown()
+
+
+def _merge(args) -> None:
+    from slamags_core.sweep import merge_results
+
+    try:
+        rows = merge_results(args.sources or [args.out], args.out, allow_partial=args.partial)
+    except ValueError as e:  # mixed configurations, missing or conflicting shards
+        raise SystemExit(f"merge refused: {e}") from None
+    print(f"merged {len(rows)} rows -> {args.out / 'results.csv'}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if getattr(args, "deterministic", False):
+        # read by cuBLAS when CUDA starts: set it before anything touches the GPU
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if args.cmd == "sweep":
-        from slamags_core.sweep import run_sweep
-
-        run_sweep(preset=get_preset(args.preset), out_dir=args.out, methods=args.methods,
-                  mil_models=args.mil, witness_rates=args.witness_rates, seeds=args.seeds,
-                  embeddings=args.embeddings, stains=args.stains, device=args.device,
-                  progress=not args.no_progress, report=not args.no_report)
+        _sweep(args)
+    elif args.cmd == "pretrain":
+        _pretrain(args)
+    elif args.cmd == "merge":
+        _merge(args)
     elif args.cmd == "report":
         _report(args)
     elif args.cmd == "generate":

@@ -7,7 +7,8 @@ patch is a centre crop only. Colour jitter follows the definitions of torchvisio
 ``ColorJitter(0.1, 0.1, 0.1, 0.1)`` (brightness, contrast, saturation factors in [0.9, 1.1],
 hue shift in [-0.1, 0.1]) but in a fixed order and with one factor per image, vectorised over
 the batch. Every random number comes from one CPU ``torch.Generator``, so a seed gives the same
-views on every device.
+views on every device. On an accelerator a view costs one host-to-device transfer (its random
+numbers, drawn at once) and no synchronisation: constants live on the device.
 
 Images enter as ``uint8`` ``(B, H, W, 3)`` (the project's image contract) and leave as
 normalised float ``(B, 3, c, c)``.
@@ -60,9 +61,15 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
 
 
 def normalize(x: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
-    """Channel-wise ``(x - mean) / std`` for float images ``(B, 3, H, W)``."""
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    """Channel-wise ``(x - mean) / std`` for float images ``(B, 3, H, W)``.
+
+    ``mean``/``std`` are 3-tuples or tensors broadcastable to ``(1, 3, 1, 1)`` (pass tensors
+    already on ``x``'s device to avoid a host-to-device copy per call).
+    """
+    m = mean if isinstance(mean, torch.Tensor) else \
+        torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    s = std if isinstance(std, torch.Tensor) else \
+        torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - m) / s
 
 
@@ -86,8 +93,7 @@ def adjust_brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 
 def adjust_contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """Blend with the image's mean luma (torchvision ``adjust_contrast``)."""
-    w = torch.tensor(_GRAY, device=x.device, dtype=x.dtype)
-    mean = (x.mean(dim=(2, 3)) @ w).view(-1, 1, 1, 1)  # mean luma = luma of the channel means
+    mean = grayscale(x.mean(dim=(2, 3), keepdim=True))  # (B, 1, 1, 1): luma of channel means
     return _blend(x, mean, f)
 
 
@@ -116,8 +122,7 @@ def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     ``k = (n + 6 h) mod 6`` with ``n = 5, 3, 1`` for R, G, B.
     """
     h, s, v = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    k = (n + 6.0 * h) % 6.0  # (B, 3, H, W)
+    k = torch.cat([(n + 6.0 * h) % 6.0 for n in (5.0, 3.0, 1.0)], dim=1)  # (B, 3, H, W)
     return v - v * s * torch.minimum(k, 4.0 - k).clamp_(0, 1)
 
 
@@ -161,6 +166,9 @@ class Augmenter:
         self.mean, self.std = tuple(mean), tuple(std)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        # normalisation constants, created on the device once (not once per view)
+        self._mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
 
     @classmethod
     def from_config(cls, cfg: PretrainConfig, device=None, generator=None) -> "Augmenter":
@@ -168,23 +176,28 @@ class Augmenter:
         return cls(cfg.crop_size, device=device, generator=generator)
 
     def _rand(self, *shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=self.generator).to(self.device)
+        """Uniform [0, 1) numbers from the CPU generator, sent to the device in one transfer."""
+        r = torch.rand(*shape, generator=self.generator)
+        if self.device.type == "cuda":
+            return r.pin_memory().to(self.device, non_blocking=True)
+        return r.to(self.device)
 
     def center_view(self, images) -> torch.Tensor:
         """Centre crop + normalisation: uint8 (B, H, W, 3) -> float (B, 3, c, c)."""
         x = as_uint8_batch(images, self.device)
-        return normalize(to_float(center_crop(x, self.crop_size)), self.mean, self.std)
+        return normalize(to_float(center_crop(x, self.crop_size)), self._mean, self._std)
 
     def random_view(self, images) -> torch.Tensor:
         """Random crop, flip, colour jitter, 90-degree rotation, normalisation -> (B, 3, c, c)."""
         x = as_uint8_batch(images, self.device)
         _check_size(x, self.crop_size)
         n, c = x.shape[0], self.crop_size
-        span = torch.tensor([x.shape[1] - c + 1, x.shape[2] - c + 1])
-        top, left = (torch.rand(2, n, generator=self.generator) * span[:, None]).long()
-        flip, jit, rot = self._rand(n) < self.p_flip, self._rand(n) < self.p_jitter, \
-            self._rand(n) < self.p_rotate
-        u = self._rand(4, n) * 2 - 1  # (4, B) in [-1, 1)
+        r = self._rand(9, n)  # every random number of this view: rows top, left, flip, jitter,
+        # rotate, then the four jitter factors
+        top = (r[0] * (x.shape[1] - c + 1)).long()
+        left = (r[1] * (x.shape[2] - c + 1)).long()
+        flip, jit, rot = r[2] < self.p_flip, r[3] < self.p_jitter, r[4] < self.p_rotate
+        u = r[5:] * 2 - 1  # (4, B) in [-1, 1)
         v = to_float(crop(x, top, left, c))  # (B, 3, c, c)
         v = torch.where(flip.view(-1, 1, 1, 1), v.flip(-1), v)
         if self.jitter > 0:
@@ -194,7 +207,7 @@ class Augmenter:
             j = adjust_hue(j, self.jitter * u[3])
             v = torch.where(jit.view(-1, 1, 1, 1), j, v)
         v = torch.where(rot.view(-1, 1, 1, 1), v.rot90(1, dims=(2, 3)), v)
-        return normalize(v, self.mean, self.std)
+        return normalize(v, self._mean, self._std)
 
     def __call__(self, images, center_first: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Two views ``(v1, v2)`` of a batch; ``center_first`` makes ``v1`` a centre crop

@@ -10,6 +10,13 @@ It works on any *cell source*: :class:`SyntheticSource` renders fresh cells with
 slide (``stain="per_bag"``) or one per cell (``"per_cell"``, cells from many patients);
 :class:`PoolSource` draws from a fixed pool of real images (see :mod:`slamags_core.realdata`)
 without replacement, so no cell is ever shared between bags or splits.
+
+Storage: a bag set lives on disk as a folder of plain ``.npy`` arrays plus ``manifest.json``
+(:meth:`BagSet.save`, :func:`build_bags` with ``out=``). The images are written bag by bag while
+they are rendered and opened memory-mapped, so a set larger than the RAM trains from the page
+cache; the pretraining pools (:class:`PatchPool`) are index arrays into that storage, not copies.
+A folder is written under a temporary name and renamed when complete: a crash never leaves a
+set that loads as complete.
 """
 from __future__ import annotations
 
@@ -18,6 +25,9 @@ import hashlib
 import inspect
 import json
 import math
+import os
+import shutil
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +37,15 @@ import numpy as np
 
 from slamags_core import synthetic
 from slamags_core.config import BagConfig, CellConfig
-from slamags_core.utils import atomic_savez, cache_dir, config_hash, to_jsonable
+from slamags_core.utils import cache_dir, config_hash, to_jsonable
 from slamags_core.validation import check_float, check_int
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 STAIN_MODES: tuple[str, ...] = ("per_bag", "per_cell")  # CellConfig.stain
-_FORMAT_VERSION = 1  # bump when the on-disk BagSet layout changes
+_FORMAT_VERSION = 2  # 2: folder of .npy + manifest.json (memory-mapped); 1: one .npz (in RAM)
+MANIFEST = "manifest.json"
+ARRAYS: tuple[str, ...] = ("images", "bag_index", "instance_labels", "cell_types", "cell_ids",
+                           "bag_labels", "bag_split")  # one .npy file each
 
 
 class CellSource(Protocol):
@@ -190,12 +203,89 @@ def _check_bag_config(cfg: BagConfig) -> BagConfig:
         positive_fraction=check_float(cfg.positive_fraction, "positive_fraction", ge=0, le=1))
 
 
+class PatchPool:
+    """Patches of a bag set chosen by index, read lazily from its (memory-mapped) storage.
+
+    Behaves like a read-only ``(n, H, W, 3)`` uint8 array for ``len``, ``shape``, ``dtype``,
+    indexing (``pool[i]``, ``pool[a:b]``, ``pool[int_array]`` return NumPy arrays) and
+    ``np.asarray(pool)`` (reads everything: only for small pools). Reads touch the storage rows
+    in ascending order (sequential on disk) and return them in the requested order.
+
+    Args:
+        images: the storage, ``(N, H, W, 3)`` uint8 (an ``np.memmap`` or an array).
+        index: ``(n,)`` rows of ``images`` that form the pool.
+        labels: ``(n,)`` instance labels of those rows (1 = witness) or ``None``. No weakly
+            supervised method reads them; they serve instance-supervised ceilings and diagnostics.
+
+    Raises:
+        ValueError: for storage that is not uint8 ``(N, H, W, 3)``, indices out of range, or
+            labels of another length.
+    """
+
+    def __init__(self, images: np.ndarray, index, labels=None):
+        index = np.asarray(index, dtype=np.int64)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"pool storage must be uint8 (N, H, W, 3), got {images.dtype} "
+                             f"{tuple(images.shape)}")
+        if index.ndim != 1 or (len(index) and (index.min() < 0 or index.max() >= len(images))):
+            raise ValueError(f"pool index must be a 1-D array of rows in [0, {len(images)})")
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != index.shape:
+                raise ValueError(f"labels have shape {labels.shape}, index {index.shape}")
+        self.images, self.index, self.labels = images, index, labels
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.index), *self.images.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.images.dtype
+
+    ndim = 4
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.images.itemsize
+
+    def read(self, positions, out: np.ndarray | None = None) -> np.ndarray:
+        """Patches at ``positions`` (ints into the pool) as a ``(k, H, W, 3)`` array.
+
+        Args:
+            positions: ``(k,)`` positions in the pool.
+            out: optional ``(k, H, W, 3)`` uint8 array to fill (e.g. pinned memory).
+        """
+        rows = self.index[np.asarray(positions, dtype=np.int64)]
+        order = np.argsort(rows, kind="stable")
+        if out is None:
+            out = np.empty((len(rows), *self.images.shape[1:]), dtype=self.images.dtype)
+        out[order] = self.images[rows[order]]  # ascending rows: sequential reads of the file
+        return out
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return np.asarray(self.images[self.index[key]])
+        return self.read(np.arange(len(self.index))[key])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self.read(np.arange(len(self.index)))
+        return out if dtype is None else out.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"PatchPool({len(self)} patches of {tuple(self.images.shape[1:])} from storage " \
+               f"of {len(self.images)})"
+
+
 @dataclass
 class BagSet:
     """All cells of all bags of one simulation, concatenated bag after bag.
 
     Attributes:
-        images: ``(N, H, W, 3)`` uint8 patches.
+        images: ``(N, H, W, 3)`` uint8 patches; a read-only ``np.memmap`` when loaded from disk.
         bag_index: ``(N,)`` bag id of every cell.
         instance_labels: ``(N,)`` 1 for a witness (abnormal cell), else 0.
         cell_types: ``(N,)`` class name of every cell (e.g. ``"LYT"``, ``"BLA"``).
@@ -231,39 +321,137 @@ class BagSet:
             raise ValueError(f"unknown split {split!r}; allowed: {SPLITS}")
         return np.flatnonzero(self.bag_split == split)
 
-    def pretraining_pools(self) -> tuple[np.ndarray, np.ndarray]:
+    def pretraining_pools(self) -> tuple[PatchPool, PatchPool]:
         """Patches of positive and of negative *training* bags: the two SLAM pretraining pools.
 
         Returns:
-            ``(pos_images, neg_images)``, each ``(n, H, W, 3)`` uint8.
+            ``(pos, neg)``: :class:`PatchPool` views (index arrays into :attr:`images`, no
+            copy), each behaving like an ``(n, H, W, 3)`` uint8 array; ``pool.labels`` holds
+            the instance labels of its patches.
         """
         train = np.isin(self.bag_index, self.split_bags("train"))
         pos_bag = self.bag_labels[self.bag_index] == 1
-        return self.images[train & pos_bag], self.images[train & ~pos_bag]
+        pos, neg = np.flatnonzero(train & pos_bag), np.flatnonzero(train & ~pos_bag)
+        return (PatchPool(self.images, pos, self.instance_labels[pos]),
+                PatchPool(self.images, neg, self.instance_labels[neg]))
 
     def save(self, path: str | Path) -> Path:
-        """Write the set to one ``.npz`` (atomically; plain arrays, no pickle)."""
-        arrays = {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)
-                  if f.name != "config"}
-        arrays["config"] = np.asarray(json.dumps(self.config, sort_keys=True))
-        arrays["format_version"] = np.asarray(_FORMAT_VERSION)
-        return atomic_savez(path, **arrays)
+        """Write the set as a folder of ``.npy`` arrays + ``manifest.json`` (atomically).
+
+        Raises:
+            FileExistsError: if ``path`` already holds a complete bag set.
+        """
+        writer = _StorageWriter(path, len(self.images))
+        try:
+            for start in range(0, len(self.images), 1024):
+                writer.add_images(np.asarray(self.images[start:start + 1024]))
+            return writer.finish(self)
+        except BaseException:
+            writer.abort()
+            raise
 
     @classmethod
-    def load(cls, path: str | Path) -> "BagSet":
-        """Load a set written by :meth:`save` (``allow_pickle=False``)."""
-        with np.load(path, allow_pickle=False) as z:
-            if int(z["format_version"]) != _FORMAT_VERSION:
-                raise ValueError(f"{path}: BagSet format {int(z['format_version'])}, "
-                                 f"expected {_FORMAT_VERSION}")
-            kw = {f.name: z[f.name] for f in dataclasses.fields(cls) if f.name != "config"}
-            kw["witness_rate"] = float(kw["witness_rate"])
-            kw["config"] = json.loads(str(z["config"]))
-        return cls(**kw)
+    def load(cls, path: str | Path, *, mmap: bool = True) -> "BagSet":
+        """Open a set written by :meth:`save` (``allow_pickle=False``).
+
+        Args:
+            path: the set's folder.
+            mmap: memory-map the images (default); ``False`` reads them into RAM.
+
+        Raises:
+            ValueError: the path is an old single-file (``.npz``, format 1) cache, a folder
+                without a manifest (incomplete), of another format version, or an array whose
+                shape or dtype differs from the manifest (truncated or replaced).
+        """
+        path = Path(path)
+        if path.is_file():
+            raise ValueError(
+                f"{path} is a single-file bag set (format 1, read whole into memory); this "
+                f"version reads format-{_FORMAT_VERSION} folders of memory-mapped arrays. It is "
+                f"derived data: delete it, or let load_or_build_bags rebuild it")
+        manifest = path / MANIFEST
+        if not manifest.is_file():
+            raise ValueError(f"{path} is not a complete bag set (no {MANIFEST})")
+        meta = json.loads(manifest.read_text())
+        if meta.get("format_version") != _FORMAT_VERSION:
+            raise ValueError(f"{path}: BagSet format {meta.get('format_version')!r}, expected "
+                             f"{_FORMAT_VERSION}")
+        kw = {}
+        for name in ARRAYS:
+            arr = np.load(path / f"{name}.npy", allow_pickle=False,
+                          mmap_mode="r" if (mmap and name == "images") else None)
+            spec = meta["arrays"][name]
+            if list(arr.shape) != spec["shape"] or arr.dtype.str != spec["dtype"]:
+                raise ValueError(f"{path / (name + '.npy')}: {arr.dtype.str} {list(arr.shape)} "
+                                 f"but the manifest says {spec['dtype']} {spec['shape']}")
+            kw[name] = arr
+        return cls(**kw, witness_rate=float(meta["witness_rate"]), config=meta["config"])
+
+
+class _StorageWriter:
+    """Writes a bag-set folder: images chunk by chunk into a memory-mapped ``.npy`` inside a
+    temporary folder, the small arrays and the manifest at the end, then one rename."""
+
+    def __init__(self, path: str | Path, n_cells: int):
+        self.path = Path(path)
+        if (self.path / MANIFEST).exists():
+            raise FileExistsError(f"{self.path} already holds a bag set")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.tmp.mkdir()
+        self.n_cells, self.filled, self.images = int(n_cells), 0, None
+
+    def add_images(self, images: np.ndarray) -> None:
+        """Append ``(k, H, W, 3)`` uint8 images (the next ``k`` cells)."""
+        if self.images is None:  # the patch shape is known once the first cells exist
+            self.images = np.lib.format.open_memmap(
+                self.tmp / "images.npy", mode="w+", dtype=np.uint8,
+                shape=(self.n_cells, *images.shape[1:]))
+        self.images[self.filled:self.filled + len(images)] = images
+        self.filled += len(images)
+
+    def finish(self, bagset: BagSet) -> Path:
+        """Write the other arrays and the manifest, then rename the folder into place."""
+        if self.filled != self.n_cells:
+            raise ValueError(f"{self.filled} images written, {self.n_cells} expected")
+        if self.images is None:
+            np.save(self.tmp / "images.npy", np.zeros((0, 1, 1, 3), np.uint8))
+        else:
+            self.images.flush()
+            self.images = None  # close the map
+        arrays = {}
+        for name in ARRAYS:
+            if name != "images":
+                arr = np.asarray(getattr(bagset, name))
+                if arr.dtype == object:
+                    raise ValueError(f"array {name!r} has dtype object; only plain dtypes")
+                np.save(self.tmp / f"{name}.npy", arr, allow_pickle=False)
+            arr = np.load(self.tmp / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+            arrays[name] = {"shape": list(arr.shape), "dtype": arr.dtype.str}
+            del arr
+        meta = {"format_version": _FORMAT_VERSION, "witness_rate": float(bagset.witness_rate),
+                "n_cells": self.n_cells, "n_bags": int(len(bagset.bag_labels)),
+                "config": bagset.config, "arrays": arrays}
+        with open(self.tmp / MANIFEST, "w") as f:  # written last: its presence = complete
+            f.write(json.dumps(meta, indent=1, sort_keys=True))
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.rename(self.tmp, self.path)
+        except OSError:
+            if not (self.path / MANIFEST).exists():  # not a concurrent writer's finished set
+                raise
+            self.abort()  # another process finished the same set first: keep theirs
+        return self.path
+
+    def abort(self) -> None:
+        """Remove the temporary folder (nothing at ``path`` is touched)."""
+        self.images = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def build_bags(source: CellSource, cfg: BagConfig, *, negative_class: str = "LYT",
-               witness_class: str = "BLA") -> BagSet:
+               witness_class: str = "BLA", out: str | Path | None = None) -> BagSet:
     """Simulate train/val/test bags at ``cfg.witness_rate`` from a cell source.
 
     Each split holds ``round(n x positive_fraction)`` positive bags, the rest negative, in a
@@ -274,10 +462,13 @@ def build_bags(source: CellSource, cfg: BagConfig, *, negative_class: str = "LYT
         cfg: bag size, witness rate, split sizes, seed.
         negative_class: class of negative cells (lymphocytes in the paper).
         witness_class: abnormal class planted in positive bags.
+        out: a folder: write the set there bag by bag while rendering (peak memory: one
+            slide) and return it opened memory-mapped. ``None`` keeps everything in RAM.
 
     Raises:
         ValueError: bad witness rate / bag size / counts, unknown or identical classes, or a
             pool with too few cells (checked before anything is drawn).
+        FileExistsError: ``out`` already holds a complete bag set.
     """
     cfg = _check_bag_config(cfg)
     k = n_witnesses(cfg.bag_size, cfg.witness_rate)
@@ -303,19 +494,38 @@ def build_bags(source: CellSource, cfg: BagConfig, *, negative_class: str = "LYT
                 raise ValueError(f"too few {c!r} cells in the source: the bags need {n}, "
                                  f"the source has {have.get(c, 0)}")
 
+    writer = _StorageWriter(out, len(plan) * cfg.bag_size) if out is not None else None
     parts: dict[str, list[np.ndarray]] = {"images": [], "types": [], "ids": [], "inst": []}
-    for _, y in plan:
-        counts = {negative_class: cfg.bag_size - k * y, witness_class: k * y}
-        images, types, ids = source.sample_slide(counts, rng)
-        order = rng.permutation(cfg.bag_size)
-        parts["images"].append(images[order])
-        parts["types"].append(types[order])
-        parts["ids"].append(ids[order])
-        parts["inst"].append((types[order] == witness_class).astype(np.int8))
+    try:
+        for _, y in plan:
+            counts = {negative_class: cfg.bag_size - k * y, witness_class: k * y}
+            images, types, ids = source.sample_slide(counts, rng)
+            order = rng.permutation(cfg.bag_size)
+            if writer is not None:
+                writer.add_images(images[order])  # to disk now: RAM holds one slide at a time
+            else:
+                parts["images"].append(images[order])
+            parts["types"].append(types[order])
+            parts["ids"].append(ids[order])
+            parts["inst"].append((types[order] == witness_class).astype(np.int8))
 
+        bagset = _assemble(parts, plan, cfg, source, negative_class, witness_class)
+        if writer is None:
+            return bagset
+        return BagSet.load(writer.finish(bagset))
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+
+
+def _assemble(parts: dict[str, list[np.ndarray]], plan: list[tuple[str, int]], cfg: BagConfig,
+              source: CellSource, negative_class: str, witness_class: str) -> BagSet:
+    """The :class:`BagSet` of the simulated parts (``images`` empty when written to disk)."""
     n_bags = len(plan)
     return BagSet(
-        images=np.concatenate(parts["images"]),
+        images=np.concatenate(parts["images"]) if parts["images"] else
+        np.zeros((0, 1, 1, 3), np.uint8),
         bag_index=np.repeat(np.arange(n_bags, dtype=np.int64), cfg.bag_size),
         instance_labels=np.concatenate(parts["inst"]),
         cell_types=np.concatenate(parts["types"]).astype("<U16"),
@@ -328,40 +538,53 @@ def build_bags(source: CellSource, cfg: BagConfig, *, negative_class: str = "LYT
     )
 
 
+def _cache_key(cells: CellConfig, bags: BagConfig, source: CellSource, version: int) -> str:
+    return config_hash(source.describe(), bags, cells.negative_class, cells.witness_class, version)
+
+
 def bags_cache_path(cells: CellConfig, bags: BagConfig, source: CellSource | None = None,
                     root: str | Path | None = None) -> Path:
-    """Cache file of the bag set defined by the full config (source + bags)."""
-    bags = _check_bag_config(bags)  # plain numbers: 8.0 and np.int64(8) share the file of 8
+    """Cache folder of the bag set defined by the full config (source + bags + format)."""
+    bags = _check_bag_config(bags)  # plain numbers: 8.0 and np.int64(8) share the folder of 8
     source = source if source is not None else SyntheticSource(cells)
-    key = config_hash(source.describe(), bags, cells.negative_class, cells.witness_class,
-                      _FORMAT_VERSION)
-    return Path(root if root is not None else cache_dir() / "bags") / f"bags-{key}.npz"
+    key = _cache_key(cells, bags, source, _FORMAT_VERSION)
+    return Path(root if root is not None else cache_dir() / "bags") / f"bags-{key}"
 
 
 def load_or_build_bags(cells: CellConfig, bags: BagConfig, *, source: CellSource | None = None,
                        cache: bool = True, root: str | Path | None = None) -> BagSet:
     """Return the bag set for this config, from the disk cache when it exists.
 
-    The cache key covers the whole config (cell source, renderer code, bag config, classes):
-    the same config reloads the same file, any change regenerates. A cache file that cannot be
-    read is rebuilt (it is derived data) with a warning.
+    The cache key covers the whole config (cell source, renderer code, bag config, classes,
+    storage format): the same config reloads the same folder (images memory-mapped), any change
+    regenerates. A cached set that cannot be read, and an old single-file cache of the same
+    config (format 1), are rebuilt (they are derived data) with a warning; the old file is
+    deleted once the new set is complete.
 
     Args:
         cells: cell config (synthetic renderer settings and the two class names).
         bags: bag simulation config.
         source: a cell source; default a :class:`SyntheticSource` built from ``cells``.
-        cache: read and write the cache under ``root`` (default ``data/cache/bags``).
+        cache: read and write the cache under ``root`` (default ``data/cache/bags``); ``False``
+            builds the set in RAM.
         root: cache folder.
     """
     source = source if source is not None else SyntheticSource(cells)
+    if not cache:
+        return build_bags(source, bags, negative_class=cells.negative_class,
+                          witness_class=cells.witness_class)
     path = bags_cache_path(cells, bags, source, root)
-    if cache and path.exists():
+    if path.exists():
         try:
             return BagSet.load(path)
         except (OSError, ValueError, KeyError) as err:
             warnings.warn(f"bag cache {path} unreadable ({err}); rebuilding it")
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    legacy = path.with_name(f"bags-{_cache_key(cells, bags, source, 1)}.npz")
+    if legacy.exists():
+        warnings.warn(f"bag cache {legacy} has the old single-file format (read whole into "
+                      f"RAM); rebuilding it as {path}")
     bagset = build_bags(source, bags, negative_class=cells.negative_class,
-                        witness_class=cells.witness_class)
-    if cache:
-        bagset.save(path)
+                        witness_class=cells.witness_class, out=path)
+    legacy.unlink(missing_ok=True)
     return bagset

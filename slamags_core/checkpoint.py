@@ -1,9 +1,11 @@
 """Pretraining checkpoints: what one holds, loading it safely, and whether it may be resumed.
 
-A checkpoint is one ``torch.save`` dict (written atomically by :mod:`slamags_core.pretrain` at
-the end of every epoch) with the keys of :data:`REQUIRED_KEYS` plus the optimiser and
-scheduler states and the logs. It is always read with ``weights_only=True``: tensors and plain
-containers only, never arbitrary pickled objects.
+A checkpoint is one ``torch.save`` dict (written atomically by rank 0 of
+:mod:`slamags_core.pretrain` every ``checkpoint_every`` steps) with the keys of
+:data:`REQUIRED_KEYS`, the step, the optimiser and scheduler states and the logs. It is always
+read with ``weights_only=True``: tensors and plain containers only, never arbitrary pickled
+objects. Format 2 counts optimiser steps; format-1 files (epoch-based) still load as encoders
+(:func:`load_encoder`) but cannot be resumed.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pickle
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from slamags_core.config import PretrainConfig
@@ -20,19 +23,27 @@ from slamags_core.encoders import Encoder, build_encoder
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
-CHECKPOINT_FORMAT = 1
-RUNTIME_FIELDS: tuple[str, ...] = ("device", "compile")  # may differ on resume / load
-REQUIRED_KEYS: tuple[str, ...] = ("format", "config", "method", "epoch", "model", "data")
+CHECKPOINT_FORMAT = 2
+# may differ on resume / load: they change where and how fast, not what is computed
+RUNTIME_FIELDS: tuple[str, ...] = ("device", "compile", "pool_placement", "log_every",
+                                   "checkpoint_every", "deterministic")
+REQUIRED_KEYS: tuple[str, ...] = ("format", "config", "method", "model", "data")
 
 
-def data_fingerprint(pos: torch.Tensor, neg: torch.Tensor) -> dict:
-    """Pool sizes, image shape and a digest of a strided subsample (checkpoint compatibility)."""
+def data_fingerprint(pos, neg) -> dict:
+    """Pool sizes, image shape and a digest of a strided subsample (checkpoint compatibility).
+
+    ``pos``/``neg``: arrays, tensors or :class:`~slamags_core.bags.PatchPool` s (the same pixels
+    give the same fingerprint whatever the container).
+    """
     h = hashlib.sha256()
     for x in (pos, neg):
-        h.update(str(tuple(x.shape)).encode())
-        h.update(x[:: max(1, len(x) // 64)].cpu().contiguous().numpy().tobytes())
-    return {"n_pos": int(len(pos)), "n_neg": int(len(neg)), "image_shape": list(pos.shape[1:]),
-            "digest": h.hexdigest()[:16]}
+        h.update(str(tuple(int(d) for d in x.shape)).encode())
+        sub = x[:: max(1, len(x) // 64)]
+        sub = sub.cpu().numpy() if isinstance(sub, torch.Tensor) else np.asarray(sub)
+        h.update(np.ascontiguousarray(sub).tobytes())
+    return {"n_pos": int(len(pos)), "n_neg": int(len(neg)),
+            "image_shape": [int(d) for d in pos.shape[1:]], "digest": h.hexdigest()[:16]}
 
 
 def load_checkpoint(path: str | Path, device=None) -> dict:
@@ -82,6 +93,10 @@ def check_compatible(ckpt: dict, cfg: PretrainConfig, method: str | None, data: 
 
     ``method`` / ``data`` of ``None`` are not checked.
     """
+    if ckpt.get("format") == 1:
+        raise ValueError(f"{path}: checkpoint format 1 counts epochs; this version trains for a "
+                         f"number of steps (format {CHECKPOINT_FORMAT}) and cannot resume it. "
+                         f"load_encoder still reads its weights; retrain with resume=False")
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: unknown checkpoint format {ckpt.get('format')!r} "
                          f"(this version reads format {CHECKPOINT_FORMAT})")
@@ -99,7 +114,7 @@ def load_encoder(path: str | Path, cfg: PretrainConfig | None = None, device=Non
 
     Args:
         path: ``checkpoint.pt`` or the ``out_dir`` holding it.
-        cfg: if given, must equal the checkpoint's config (except ``device``/``compile``).
+        cfg: if given, must equal the checkpoint's config (except :data:`RUNTIME_FIELDS`).
         device: where to put the encoder (default CPU).
 
     Raises:

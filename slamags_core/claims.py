@@ -190,7 +190,8 @@ def collapse_columns(epochs: Sequence[dict]) -> dict:
     """Collapse diagnostics of a finished pretraining run from its per-epoch log.
 
     Args:
-        epochs: ``PretrainResult.epochs`` (epoch 0 = initialisation; the last one is used).
+        epochs: ``PretrainResult.summaries`` (one per checkpoint, step 0 = initialisation;
+            the last one is used).
 
     Returns:
         ``{"h_std_ratio", "h_erank", "z_std_ratio", "z_erank", "h_collapsed", "z_collapsed",

@@ -58,19 +58,24 @@ class PretrainConfig:
     crop_size: int = 32             # random-crop side in px (paper: 224 from 250)
     proj_dim: int = 128             # projection head width (paper: 512-512-512)
     embedding: str = "h"            # downstream feature: "h" backbone, "z" projection (paper code)
-    epochs: int = 8                 # pretraining epochs (paper: 150)
+    steps: int = 304                # optimiser steps, whatever the pool size (8 passes over the
+                                    # 9,600 laptop patches; paper: 150 epochs x 250 = 37,500)
     batch_size: int = 256           # patches per step, split pos/neg by pool sizes (paper: 256)
     optimizer: str = "sgd"          # "sgd" (paper) | "adamw"
     lr: float = 0.1                 # peak learning rate (paper: 1e-3 over 150 epochs)
     momentum: float = 0.9           # SGD momentum (paper: 0.9)
     weight_decay: float = 1e-4      # weight decay (paper: 1e-4)
-    warmup_epochs: int = 1          # linear warm-up epochs before cosine decay (paper: 10)
+    warmup_steps: int = 38          # linear warm-up steps before cosine decay (paper: 10 epochs)
     temperature: float = 0.07       # NT-Xent / similarity / SupCon temperature (paper: 0.07)
+    checkpoint_every: int = 38      # steps between checkpoints + collapse-monitor summaries
+    log_every: int = 10             # steps between reads of the on-device losses (NaN check)
     amp: bool = True                # bfloat16 autocast on CUDA (ignored on CPU/MPS)
     channels_last: bool = True      # channels_last memory format on CUDA
     compile: bool = False           # torch.compile the encoder (CUDA only)
+    deterministic: bool = False     # CUDA: deterministic kernels, same seed same weights (slower)
+    pool_placement: str = "auto"    # "auto" (GPU if <= half its free memory) | "device" | "host"
     surgery_stats: bool = True      # slam_sum: per-task grads for conflict stats (else 1 backward)
-    monitor_size: int = 512         # held patches for the per-epoch collapse monitor
+    monitor_size: int = 512         # held patches for the collapse monitor
     device: str = "auto"            # "auto" | "cuda" | "mps" | "cpu"
     seed: int = 0                   # seeds init, batching and augmentation
 
@@ -132,7 +137,8 @@ def _smoke() -> Preset:
         cells=CellConfig(image_size=32),
         bags=BagConfig(bag_size=40, witness_rate=0.1, n_train=8, n_val=4, n_test=8),
         pretrain=PretrainConfig(encoder="tiny_cnn", width=8, crop_size=28, proj_dim=32,
-                                epochs=2, batch_size=64, lr=0.05, warmup_epochs=0),
+                                steps=10, batch_size=64, lr=0.05, warmup_steps=0,
+                                checkpoint_every=5, log_every=5),
         mil=MILConfig(epochs=5, hidden_dim=32, n_prototypes=2, patience=5),
         witness_rates=(0.1, 0.05),
     )
@@ -154,8 +160,9 @@ def _paper() -> Preset:
         name="paper",
         cells=CellConfig(image_size=250, stain="per_cell"),
         bags=BagConfig(bag_size=1000, n_train=64, n_val=16, n_test=32),
-        pretrain=PretrainConfig(encoder="resnet18", crop_size=224, proj_dim=512, epochs=150,
-                                batch_size=256, lr=1e-3, warmup_epochs=10),
+        pretrain=PretrainConfig(encoder="resnet18", crop_size=224, proj_dim=512, steps=37_500,
+                                batch_size=256, lr=1e-3, warmup_steps=2_500,
+                                checkpoint_every=500, log_every=50),
         mil=MILConfig(epochs=100),
         seeds=(0, 1, 2),
     )

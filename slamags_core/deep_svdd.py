@@ -94,13 +94,15 @@ def init_centre(encoder: Encoder, neg_images, cfg: PretrainConfig, device=None, 
     """
     eps = check_float(eps, "eps", gt=0)
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
-    x = as_uint8_batch(neg_images)
-    if len(x) == 0:
+    if len(neg_images) == 0:
         raise ValueError("Deep SVDD needs slide-negative patches to place its centre; got none")
     net = copy.deepcopy(encoder).to(device).train()
     aug, amp = Augmenter.from_config(cfg, device), uses_amp(cfg, device)
     total, n = torch.zeros(encoder.feature_dim, device=device), 0
-    for chunk in torch.split(x, cfg.batch_size):
+    for start in range(0, len(neg_images), cfg.batch_size):  # chunks: a memory-mapped pool
+        chunk = as_uint8_batch(np.asarray(neg_images[start:start + cfg.batch_size])  # is streamed
+                               if not isinstance(neg_images, torch.Tensor) else
+                               neg_images[start:start + cfg.batch_size])
         with autocast(amp):
             h, _ = net(aug.center_view(chunk.to(device)))
         total += h.float().sum(0)

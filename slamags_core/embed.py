@@ -7,12 +7,13 @@ the project's default (``PretrainConfig.embedding``).
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from slamags_core.augment import MEAN, STD, as_uint8_batch, center_crop, normalize, to_float
+from slamags_core.augment import MEAN, STD, center_crop, normalize, to_float
 from slamags_core.config import PretrainConfig
 from slamags_core.encoders import Encoder, autocast, uses_amp
 from slamags_core.utils import atomic_torch_save, cache_dir
@@ -32,16 +33,45 @@ def embedding_cache_path(cache_key: str) -> Path:
     return cache_dir() / "embeddings" / f"{cache_key}.pt"
 
 
+def _check_images(images) -> None:
+    """ValueError unless ``images`` is a uint8 ``(N, H, W, 3)`` array, tensor or pool view."""
+    dtype = images.dtype
+    ok = dtype == torch.uint8 if isinstance(images, torch.Tensor) else np.dtype(dtype) == np.uint8
+    if not ok or len(images.shape) != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be uint8 (B, H, W, 3); got {dtype} {tuple(images.shape)}")
+
+
+def _chunks(images, batch_size: int):
+    """uint8 tensors of ``batch_size`` images; the next chunk is read while this one is embedded
+    (a memory-mapped set is streamed from disk, never loaded whole)."""
+    def read(start: int) -> torch.Tensor:
+        part = images[start:start + batch_size]
+        return part if isinstance(part, torch.Tensor) else torch.from_numpy(np.array(part))
+
+    starts = list(range(0, len(images), batch_size))
+    if not starts:
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="embed-read") as pool:
+        ahead = pool.submit(read, starts[0])
+        for nxt in starts[1:] + [None]:
+            chunk = ahead.result()
+            if nxt is not None:
+                ahead = pool.submit(read, nxt)
+            yield chunk
+
+
 @torch.no_grad()
-def _embed(encoder: Encoder, images: torch.Tensor, cfg: PretrainConfig, device: torch.device,
+def _embed(encoder: Encoder, images, cfg: PretrainConfig, device: torch.device,
            batch_size: int, which: str) -> torch.Tensor:
     was_training = encoder.training
     encoder.eval()
     amp = uses_amp(cfg, device)
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
     out = []
     try:
-        for chunk in torch.split(images, batch_size):
-            x = normalize(to_float(center_crop(chunk.to(device), cfg.crop_size)), MEAN, STD)
+        for chunk in _chunks(images, batch_size):
+            x = normalize(to_float(center_crop(chunk.to(device), cfg.crop_size)), mean, std)
             with autocast(amp):
                 h, z = encoder(x)
             out.append((h if which == "h" else z).float().cpu())
@@ -59,9 +89,10 @@ def embed_images(encoder: Encoder, images: np.ndarray, cfg: PretrainConfig, *, d
     Args:
         encoder: a (pretrained) :class:`~slamags_core.encoders.Encoder`; its train/eval mode is
             restored afterwards.
-        images: ``(N, H, W, 3)`` uint8.
+        images: ``(N, H, W, 3)`` uint8: an array (a memory-mapped one is streamed chunk by
+            chunk), a tensor or a :class:`~slamags_core.bags.PatchPool`.
         cfg: gives ``crop_size``, ``amp`` and the default ``embedding``.
-        device: where to run (default: the encoder's device).
+        device: where to run; the encoder is moved there and stays (default: where it is).
         batch_size: patches per forward, >= 1.
         which: ``"h"`` (backbone feature) or ``"z"`` (projection); default ``cfg.embedding``.
         cache_key: if given, load ``cache_dir()/"embeddings"/f"{cache_key}.pt"`` when it holds
@@ -78,17 +109,19 @@ def embed_images(encoder: Encoder, images: np.ndarray, cfg: PretrainConfig, *, d
     if which not in EMBEDDINGS:
         raise ValueError(f"which must be one of {EMBEDDINGS}, got {which!r}")
     batch_size = check_int(batch_size, "batch_size", ge=1)
-    x = as_uint8_batch(images)
+    _check_images(images)
     path = embedding_cache_path(cache_key) if cache_key is not None else None
     if path is not None and path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        if saved.get("which") == which and saved["embeddings"].shape[0] == len(x):
+        if saved.get("which") == which and saved["embeddings"].shape[0] == len(images):
             return saved["embeddings"]
     if device is None:
         device = next(encoder.parameters()).device
-    E = _embed(encoder, x, cfg, torch.device(device), batch_size, which)  # (N, D)
+    device = torch.device(device)
+    encoder.to(device)
+    E = _embed(encoder, images, cfg, device, batch_size, which)  # (N, D)
     if path is not None:
-        atomic_torch_save({"embeddings": E, "which": which, "n": len(x)}, path)
+        atomic_torch_save({"embeddings": E, "which": which, "n": len(images)}, path)
     return E
 
 

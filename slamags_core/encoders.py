@@ -46,6 +46,17 @@ class Encoder(nn.Module):
         return h, z
 
 
+class GlobalAvgPool(nn.Module):
+    """``(B, C, H, W) -> (B, C)``: the mean over space.
+
+    Equal to ``AdaptiveAvgPool2d(1)`` + ``Flatten``, whose CUDA backward has no deterministic
+    implementation (it raises under ``torch.use_deterministic_algorithms``); a mean does.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
 def _conv_bn(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
             nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
@@ -60,20 +71,23 @@ def _small_cnn(width: int) -> tuple[nn.Module, int]:
     w = width
     layers = (_conv_bn(3, w, 2) + _conv_bn(w, 2 * w, 2) + _conv_bn(2 * w, 2 * w, 1)
               + _conv_bn(2 * w, 4 * w, 2) + _conv_bn(4 * w, 8 * w, 1))
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten()), 8 * w
+    return nn.Sequential(*layers, GlobalAvgPool()), 8 * w
 
 
 def _tiny_cnn(width: int) -> tuple[nn.Module, int]:
     """Three strided conv-BN-ReLU blocks and global average pooling (smoke tests); ``4 * width``."""
     w = width
     layers = _conv_bn(3, w, 2) + _conv_bn(w, 2 * w, 2) + _conv_bn(2 * w, 4 * w, 2)
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten()), 4 * w
+    return nn.Sequential(*layers, GlobalAvgPool()), 4 * w
 
 
 def _resnet18() -> tuple[nn.Module, int]:
-    """torchvision ResNet-18, random init (no pretrained weights), classifier removed: 512-d."""
+    """torchvision ResNet-18, random init (no pretrained weights), classifier removed: 512-d.
+
+    The average pool is :class:`GlobalAvgPool` (same values, deterministic backward on CUDA).
+    """
     net = torchvision.models.resnet18(weights=None)
-    net.fc = nn.Identity()
+    net.avgpool, net.fc = GlobalAvgPool(), nn.Identity()  # torchvision flattens after avgpool
     return net, 512
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from slamags_core.bags import BagSet, load_or_build_bags
+from slamags_core.checkpoint import RUNTIME_FIELDS
 from slamags_core.config import BagConfig, METHODS, Preset, PretrainConfig
 from slamags_core.embed import embed_images
 from slamags_core.pretrain import PretrainResult, pretrain
@@ -41,14 +42,20 @@ def get_bags(preset: Preset, witness_rate: float | None = None, seed: int = 0) -
 
 
 def run_key(preset: Preset, bagset: BagSet, method: str, seed: int) -> str:
-    """Identity of one pretraining run: data (the bag set's config), method and config."""
-    return f"{method}-{config_hash(bagset.config, method, pretrain_config(preset, seed))}"
+    """Identity of one pretraining run: data (the bag set's config), method and config (except
+    the fields that only change where and how fast it runs, ``checkpoint.RUNTIME_FIELDS``)."""
+    cfg = {k: v for k, v in dataclasses.asdict(pretrain_config(preset, seed)).items()
+           if k not in RUNTIME_FIELDS}
+    return f"{method}-{config_hash(bagset.config, method, cfg)}"
 
 
 def get_pretrained(preset: Preset, bagset: BagSet, method: str, seed: int = 0, *,
                    device: torch.device | str | None = None, root: str | Path | None = None,
-                   progress: bool = True) -> PretrainResult:
+                   progress: bool = True, resume: bool = True,
+                   stop_after: int | None = None) -> PretrainResult:
     """Pretrain ``method`` on the bag set's pools, or resume / reload its checkpoint.
+
+    Under ``torchrun`` every process calls this and the pretraining is data-parallel.
 
     Args:
         preset: the stage configs.
@@ -58,14 +65,16 @@ def get_pretrained(preset: Preset, bagset: BagSet, method: str, seed: int = 0, *
         device: compute device (default: the config's choice).
         root: checkpoint folder (default ``data/cache/checkpoints``).
         progress: show progress bars.
+        resume: continue or reload an existing checkpoint (``False``: start afresh).
+        stop_after: stop after this many steps (see :func:`~slamags_core.pretrain.pretrain`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; allowed: {METHODS}")
     root = Path(root) if root is not None else cache_dir() / "checkpoints"
-    pos, neg = bagset.pretraining_pools()
+    pos, neg = bagset.pretraining_pools()  # index views into the (memory-mapped) storage
     return pretrain(method, pos, neg, pretrain_config(preset, seed), device=device,
-                    out_dir=root / run_key(preset, bagset, method, seed), resume=True,
-                    progress=progress)
+                    out_dir=root / run_key(preset, bagset, method, seed), resume=resume,
+                    progress=progress, stop_after=stop_after)
 
 
 def embed_bagset(preset: Preset, bagset: BagSet, result: PretrainResult, seed: int = 0, *,

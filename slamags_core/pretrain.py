@@ -8,24 +8,35 @@ the norm of the plain sum). The baselines share the same loop and the same batch
 is one row of :data:`slamags_core.strategies.STRATEGIES` (which forwards to run, which task
 losses, how to combine); checkpoint files are read and checked by :mod:`slamags_core.checkpoint`.
 
-Batching: every patch once per epoch; per pool a seeded permutation split into the same number
-of steps, so each step holds positive and negative patches in proportion to the pool sizes.
-For the SLAM methods the positive and negative patches are forwarded separately (both views of
-one pool in one forward), so each task's backward traverses only its own graph and the per-task
-gradients cost no more than the backward of the sum. (A single forward of the concatenated
-batch would couple the two tasks through BatchNorm statistics and make each task's backward
-traverse the whole batch.)
+Budget and batching: ``cfg.steps`` optimiser steps, whatever the size of the pools; what every
+step trains on, and where the pools live (on the GPU, or read one step ahead from a memory-mapped
+bag set), is :mod:`slamags_core.batching`. For the SLAM methods the positive and negative patches
+are forwarded separately (both views of one pool in one forward), so each task's backward
+traverses only its own graph and the per-task gradients cost no more than the backward of the
+sum. (A single forward of the concatenated batch would couple the two tasks through BatchNorm
+statistics and make each backward traverse everything.)
 
-Randomness: each epoch draws its batches, augmentations and surgery orders from a CPU generator
-seeded by ``(cfg.seed, epoch)``; the initial weights come from ``cfg.seed``. Hence a resumed run
-continues exactly and, on the CPU, the same seed gives the same weights bit for bit.
+Randomness: step ``s``'s patches, augmentations and surgery order are functions of
+``(seed, s)`` and the initial weights of ``seed``. Hence a run resumed at any checkpoint continues
+exactly and, on the CPU, the same seed gives the same weights bit for bit (on CUDA with
+``cfg.deterministic``).
+
+Synchronisation: losses and surgery statistics stay on the device and are read in one transfer
+every ``cfg.log_every`` steps and before every checkpoint, where the NaN/inf check happens. A
+checkpoint (and the collapse monitor) every ``cfg.checkpoint_every`` steps.
+
+Several processes (``torchrun``): see :mod:`slamags_core.distributed`.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import json
 import math
+import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -35,8 +46,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from slamags_core import distributed as D
 from slamags_core import surgery
-from slamags_core.augment import Augmenter, as_uint8_batch
+from slamags_core.augment import Augmenter
+from slamags_core.batching import (HELD, PLACEMENTS, BatchSampler, Pools, as_pool,
+                                   augmentation_generator, seeded_generator, surgery_generator)
 from slamags_core.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, LOG_NAME,
                                      check_compatible, data_fingerprint, load_checkpoint)
 from slamags_core.config import PretrainConfig
@@ -46,52 +60,14 @@ from slamags_core.strategies import ENGINE_METHODS, STRATEGIES, Strategy
 from slamags_core.utils import atomic_torch_save, atomic_write_text, get_device
 from slamags_core.validation import check_float, check_int
 
-POOLS_ON_DEVICE_MAX_BYTES = 4 * 2**30  # pools up to this size are copied to the accelerator once
-
 
 class NonFiniteLossError(RuntimeError):
     """A task loss became NaN or infinite; the message names the step and the strategy."""
 
 
 # ----------------------------------------------------------------------------------------------
-# Batching, seeding, schedule
+# Schedule, optimiser, configuration
 # ----------------------------------------------------------------------------------------------
-
-def steps_per_epoch(n_pos: int, n_neg: int, batch_size: int) -> int:
-    """``ceil((n_pos + n_neg) / batch_size)``; every step must get >= 2 patches of each pool.
-
-    Raises:
-        ValueError: for batch_size < 4 or a pool too small for that many steps.
-    """
-    n_pos, n_neg = check_int(n_pos, "n_pos", ge=0), check_int(n_neg, "n_neg", ge=0)
-    batch_size = check_int(batch_size, "batch_size", ge=4)
-    n = math.ceil((n_pos + n_neg) / batch_size)
-    if min(n_pos, n_neg) < 2 * n:
-        raise ValueError(f"pools of {n_pos} positive / {n_neg} negative patches are too small for "
-                         f"{n} steps of batch_size={batch_size}: each step needs >= 2 patches of "
-                         f"each pool; raise batch_size or provide more patches")
-    return n
-
-
-def epoch_batches(n_pos: int, n_neg: int, batch_size: int, generator: torch.Generator
-                  ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch's batches: per pool a seeded permutation split into the same number of steps.
-
-    Returns:
-        ``[(pos_idx, neg_idx), ...]``: every index of each pool exactly once per epoch; each
-        step's share of positives is ``n_pos / (n_pos + n_neg)`` up to one patch.
-    """
-    n = steps_per_epoch(n_pos, n_neg, batch_size)
-    pos = torch.randperm(n_pos, generator=generator)
-    neg = torch.randperm(n_neg, generator=generator)
-    return list(zip(torch.tensor_split(pos, n), torch.tensor_split(neg, n)))
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """CPU generator for one epoch (batches, augmentations, surgery order) from (seed, epoch)."""
-    state = np.random.SeedSequence([seed, epoch]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     """Linear warm-up over ``warmup_steps`` then cosine decay to 0 at ``total_steps``."""
@@ -116,12 +92,15 @@ def _check_config(method: str, cfg: PretrainConfig) -> PretrainConfig:
         raise ValueError(f"unknown method {method!r}; allowed: {ENGINE_METHODS}")
     if cfg.embedding not in ("h", "z"):
         raise ValueError(f"embedding must be 'h' or 'z', got {cfg.embedding!r}")
-    epochs = check_int(cfg.epochs, "epochs", ge=1)
+    if cfg.pool_placement not in PLACEMENTS:
+        raise ValueError(f"pool_placement must be one of {PLACEMENTS}, got {cfg.pool_placement!r}")
+    steps = check_int(cfg.steps, "steps", ge=1)
     smallest = {"width": 1, "crop_size": 1, "proj_dim": 1, "batch_size": 4, "monitor_size": 2,
+                "checkpoint_every": 1, "log_every": 1,
                 "seed": 0}  # the other integer fields and their smallest allowed value
     return dataclasses.replace(
-        cfg, epochs=epochs,
-        warmup_epochs=check_int(cfg.warmup_epochs, "warmup_epochs", ge=0, le=epochs),
+        cfg, steps=steps,
+        warmup_steps=check_int(cfg.warmup_steps, "warmup_steps", ge=0, le=steps),
         **{f: check_int(getattr(cfg, f), f, ge=low) for f, low in smallest.items()},
         lr=check_float(cfg.lr, "lr", gt=0),
         momentum=check_float(cfg.momentum, "momentum", ge=0),
@@ -140,12 +119,14 @@ class PretrainResult:
     Attributes:
         encoder: the trained encoder, in eval mode.
         method: the strategy name.
-        history: one dict per step: ``epoch, step, lr, loss`` and ``loss_<task>`` per task
+        history: one dict per step: ``step, lr, loss`` and ``loss_<task>`` per task
             (``loss_con``, ``loss_sim`` for SLAM), plus the surgery stats (``cosine``,
             ``conflict``, ``projected``, ``norm_<task>``, ``norm_sum``, ``norm_surgery``,
             ``norm_out``) for slam_* methods.
-        epochs: one dict per epoch (epoch 0 = initialisation): mean losses, timing and the
-            collapse monitor (``h_std``, ``h_erank``, ``z_std``, ... see :mod:`monitor`).
+        summaries: one dict per checkpoint (step 0 = initialisation): ``step``, ``epochs``
+            (passes over the pools), mean losses and stats of the period, timing and the
+            collapse monitor (``h_std``, ``h_erank``, ``z_std``, ... see :mod:`monitor`). In a
+            distributed run the monitor is computed on rank 0 only.
         checkpoint: path of the last checkpoint, or ``None`` without ``out_dir``.
         head: the weak strategy's slide-label head, else ``None``.
     """
@@ -153,9 +134,20 @@ class PretrainResult:
     encoder: Encoder
     method: str
     history: list[dict] = field(default_factory=list)
-    epochs: list[dict] = field(default_factory=list)
+    summaries: list[dict] = field(default_factory=list)
     checkpoint: Path | None = None
     head: nn.Module | None = None
+
+
+class _Net(nn.Module):
+    """The trained modules; one call forwards every group of a step (one DDP forward per step)."""
+
+    def __init__(self, encoder: Encoder, head: nn.Module | None):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, xs: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [self.encoder(x) for x in xs]
 
 
 @dataclass
@@ -164,78 +156,174 @@ class _Run:
     strategy: Strategy
     cfg: PretrainConfig
     device: torch.device
+    ctx: D.DistContext
     encoder: Encoder
-    fwd: Callable
     head: nn.Module | None
+    net: Callable               # _Net, DDP(_Net) or compiled: all groups, one backward
+    fwd: Callable               # the encoder (or compiled): one group, per-task gradients
+    per_task: bool              # task gradients by autograd.grad + surgery.combine
     params: list[nn.Parameter]
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LambdaLR
     aug: Augmenter
-    pos: torch.Tensor           # (n_pos, H, W, 3) uint8
-    neg: torch.Tensor           # (n_neg, H, W, 3) uint8
-    held: torch.Tensor          # (m, H, W, 3) uint8, the fixed monitor sample
-    n_steps: int
+    sampler: BatchSampler | None
+    pools: Pools
+    held: torch.Tensor          # (m, H, W, 3) uint8 on the device, the fixed monitor sample
+    group: object               # process group of the loss gathers (None for one process)
     amp: bool
     channels_last: bool
+    sync_bn: bool
 
 
-def _held_sample(pos: torch.Tensor, neg: torch.Tensor, cfg: PretrainConfig) -> torch.Tensor:
+def _held_sample(pools: Pools, cfg: PretrainConfig) -> torch.Tensor:
     """Fixed monitor sample: ``monitor_size`` patches drawn in proportion from the two pools."""
-    g = torch.Generator().manual_seed(cfg.seed)
-    m = min(cfg.monitor_size, len(pos) + len(neg))
-    k_pos = min(len(pos), round(m * len(pos) / (len(pos) + len(neg))))
-    k_neg = min(len(neg), m - k_pos)
-    ip = torch.randperm(len(pos), generator=g)[:k_pos]
-    ineg = torch.randperm(len(neg), generator=g)[:k_neg]
-    return torch.cat([pos[ip.to(pos.device)], neg[ineg.to(neg.device)]])
+    n_pos, n_neg = pools.sizes
+    g = seeded_generator(cfg.seed, HELD)
+    m = min(cfg.monitor_size, n_pos + n_neg)
+    k_pos = min(n_pos, round(m * n_pos / (n_pos + n_neg)))
+    k_neg = min(n_neg, m - k_pos)
+    ip = torch.randperm(n_pos, generator=g)[:k_pos]
+    ineg = torch.randperm(n_neg, generator=g)[:k_neg]
+    return torch.cat([pools.read(0, ip), pools.read(1, ineg)])
 
 
-def _setup(method: str, cfg: PretrainConfig, device: torch.device, pos: torch.Tensor,
-           neg: torch.Tensor) -> _Run:
+def _unused_parameters(net: _Net, strategy: Strategy, cfg: PretrainConfig) -> list[str]:
+    """Parameters the strategy's losses never reach (e.g. weak's projection head), found by one
+    backward of a copy of the modules on a tiny random batch (CPU, nothing of the run changes).
+
+    They are frozen, so DDP does not wait for gradients that never come; an optimiser skips
+    parameters without a gradient anyway, so a single process trains exactly as before.
+    """
+    probe = copy.deepcopy(net).cpu().train()
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.rand(4, 3, cfg.crop_size, cfg.crop_size, generator=g) for _ in strategy.groups]
+    out = dict(zip(strategy.groups, probe(xs)))  # 2 patches x 2 views per group
+    losses = strategy.loss_fn(out, torch.tensor([1, 0]), cfg, probe.head)
+    named = [(n, p) for n, p in probe.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(sum(losses.values()), [p for _, p in named], allow_unused=True)
+    return [n for (n, _), gr in zip(named, grads) if gr is None]
+
+
+def _compile(module, cfg: PretrainConfig, device: torch.device):
+    """``torch.compile`` when asked for and on CUDA (tests patch this to compile on the CPU)."""
+    return torch.compile(module) if cfg.compile and device.type == "cuda" else module
+
+
+def _setup(method: str, cfg: PretrainConfig, device: torch.device, pos, neg,
+           ctx: D.DistContext = D.SINGLE) -> _Run:
     strategy = STRATEGIES[method]
     with torch.random.fork_rng(devices=[]):  # same init for every method of one seed
         torch.manual_seed(cfg.seed)
         encoder = build_encoder(cfg)
         head = nn.Linear(encoder.feature_dim, 2) if strategy.head else None
-    encoder.to(device)
-    head = head.to(device) if head is not None else None
     if strategy.setup is not None:  # state built from the initial encoder (deep_svdd's centre)
         head = strategy.setup(encoder, neg, cfg, device)
+    net = _Net(encoder, head)
+    trains = strategy.loss_fn is not None
+    per_task = strategy.surgery is not None and (strategy.surgery != "sum" or cfg.surgery_stats)
+    if trains and not per_task:
+        for name in _unused_parameters(net, strategy, cfg):
+            net.get_parameter(name).requires_grad_(False)
+    sync_bn = ctx.enabled and device.type == "cuda"
+    if sync_bn:  # global batch statistics (see docs/scale.md)
+        net.encoder = encoder = nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
+    net.to(device)
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:
         encoder.to(memory_format=torch.channels_last)
-    fwd = torch.compile(encoder) if cfg.compile and device.type == "cuda" else encoder
-    params = [p for p in encoder.parameters() if p.requires_grad]  # deep_svdd freezes BN affine
-    params += list(head.parameters()) if head is not None else []
+    params = [p for p in net.parameters() if p.requires_grad]
     opt = _optimizer(params, cfg)
-    n_steps = steps_per_epoch(len(pos), len(neg), cfg.batch_size) if strategy.loss_fn else 0
-    warm, total = cfg.warmup_epochs * n_steps, cfg.epochs * n_steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warm, total))
-    if device.type != "cpu" and pos.nbytes + neg.nbytes <= POOLS_ON_DEVICE_MAX_BYTES:
-        pos, neg = pos.to(device), neg.to(device)
-    return _Run(method, strategy, cfg, device, encoder, fwd, head, params, opt, sched,
-                Augmenter.from_config(cfg, device), pos, neg, _held_sample(pos, neg, cfg),
-                n_steps, uses_amp(cfg, device), channels_last)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))
+    sampler = BatchSampler(len(pos), len(neg), cfg.batch_size, cfg.seed, ctx.world_size) \
+        if trains else None
+    pools = Pools(pos, neg, device, cfg.pool_placement)
+    single = net
+    if ctx.enabled and trains and not per_task:
+        single = nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+    return _Run(method, strategy, cfg, device, ctx, encoder, head, _compile(single, cfg, device),
+                _compile(encoder, cfg, device), per_task, params, opt, sched,
+                Augmenter.from_config(cfg, device), sampler, pools, _held_sample(pools, cfg),
+                D.new_group(ctx) if trains else None, uses_amp(cfg, device), channels_last,
+                sync_bn)
+
+
+@contextlib.contextmanager
+def _backend_settings(cfg: PretrainConfig, device: torch.device):
+    """cuDNN autotuning, or the deterministic mode, on CUDA for the duration of a run."""
+    if device.type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    saved = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
+    if cfg.deterministic:
+        # cuBLAS needs a fixed workspace for reproducible matmuls; it reads this when its handle
+        # is created, so set it before CUDA starts (the CLI does) to be sure.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        cudnn.benchmark, cudnn.deterministic = False, True
+        torch.use_deterministic_algorithms(True)
+    else:
+        cudnn.benchmark = True  # fixed batch shapes: autotuned convolutions pay off
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.deterministic = saved[0], saved[1]
+        torch.use_deterministic_algorithms(saved[2])
 
 
 # ----------------------------------------------------------------------------------------------
 # One step
 # ----------------------------------------------------------------------------------------------
 
-def _gather(pool: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
-    x = pool.index_select(0, idx.to(pool.device))
-    if x.device != device:
-        x = (x.pin_memory() if device.type == "cuda" else x).to(device, non_blocking=True)
-    return x
+def _slide_labels(n_pos: int, n_neg: int, world: int, device: torch.device) -> torch.Tensor:
+    """Slide labels of the "all" group in the gathered layout, made on the device  # (B,)"""
+    one = torch.cat([torch.ones(n_pos, dtype=torch.long, device=device),
+                     torch.zeros(n_neg, dtype=torch.long, device=device)])
+    return one.repeat(world)
 
 
-def _views(run: _Run, pos_idx: torch.Tensor, neg_idx: torch.Tensor
-           ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Both views of each group stacked ``(2n, 3, c, c)``, and the slide labels of "all"."""
-    pos, neg = _gather(run.pos, pos_idx, run.device), _gather(run.neg, neg_idx, run.device)
-    y = torch.cat([torch.ones(len(pos), dtype=torch.long),
-                   torch.zeros(len(neg), dtype=torch.long)]).to(run.device)  # (B,)
-    groups = {}
+def _stat_tensors(stats: surgery.SurgeryStats, tasks: list[str]) -> dict[str, torch.Tensor]:
+    """The surgery statistics as 0-d device tensors (read later, with the losses)."""
+    cos = stats.cosine
+    T = cos.shape[0]
+    off = cos[~torch.eye(T, dtype=torch.bool, device=cos.device)]
+    out = {"cosine": cos[0, 1] if T == 2 else off.min(), "conflict": (off < 0).any(),
+           "projected": stats.projected.any()}
+    for i, t in enumerate(tasks):
+        out[f"projected_{t}"], out[f"norm_{t}"] = stats.projected[i], stats.task_norms[i]
+    out.update(norm_sum=stats.norm_sum, norm_surgery=stats.norm_surgery, norm_out=stats.norm_out)
+    return out
+
+
+def _per_task_backward(run: _Run, losses: dict[str, torch.Tensor], gen: torch.Generator
+                       ) -> dict[str, torch.Tensor]:
+    """Task gradients -> mean over processes -> surgery -> ``.grad``; returns the stats."""
+    # SLAM's task losses live on disjoint graphs (one forward per pool): free each graph after
+    # its backward. A strategy with fewer groups than tasks shares a graph and must retain it.
+    disjoint = len(run.strategy.groups) >= len(losses)
+    G = surgery.stacked_task_gradients(list(losses.values()), run.params,
+                                       retain_graph=False if disjoint else None)  # (T, P)
+    D.all_reduce_mean_(G, run.ctx)  # autograd.grad bypasses DDP: average before combining
+    g, stats = surgery.combine(G, run.strategy.surgery, generator=gen)
+    surgery.assign_gradients(run.params, g)
+    return _stat_tensors(stats, list(losses))
+
+
+def _step(run: _Run, step: int, end: int | None = None) -> tuple[int, dict, list[str], torch.Tensor]:
+    """Views -> forward -> task losses -> (surgery) -> optimiser step.
+
+    Returns ``(step, host values, keys, device vector)``: the losses and statistics stay on the
+    device until :func:`_flush` reads many steps at once.
+    """
+    cfg, ctx = run.cfg, run.ctx
+    pi, ni = run.sampler.shard(step, ctx.rank)
+    ahead = None
+    if end is not None and step + 1 < end:
+        ahead = (step + 1, *run.sampler.shard(step + 1, ctx.rank))
+    pos, neg = run.pools.batch(step, pi, ni, ahead)
+    run.aug.generator = augmentation_generator(cfg.seed, step, ctx.rank)  # per-rank stream
+    xs = []
     for g in run.strategy.groups:
         if g == "all":
             v1, v2 = run.aug(torch.cat([pos, neg]))
@@ -244,48 +332,46 @@ def _views(run: _Run, pos_idx: torch.Tensor, neg_idx: torch.Tensor
         else:
             v1, v2 = run.aug(neg, center_first=run.strategy.center_neg)
         x = torch.cat([v1, v2])  # (2n, 3, c, c)
-        groups[g] = x.contiguous(memory_format=torch.channels_last) if run.channels_last else x
-    return groups, y
-
-
-def _flat_stats(stats: dict, tasks: list[str]) -> dict:
-    out = {"cosine": stats["cosine"], "conflict": stats["conflict"],
-           "projected": any(stats["projected"])}
-    for t, p, n in zip(tasks, stats["projected"], stats["task_norms"]):
-        out[f"projected_{t}"], out[f"norm_{t}"] = p, n
-    out.update({k: stats[k] for k in ("norm_sum", "norm_surgery", "norm_out")})
-    return out
-
-
-def _backward(run: _Run, losses: dict[str, torch.Tensor], gen: torch.Generator) -> dict:
-    """Write the step's gradient into ``.grad``; return the surgery stats (empty if none)."""
-    method = run.strategy.surgery
-    if method is None or (method == "sum" and not run.cfg.surgery_stats):
+        xs.append(x.contiguous(memory_format=torch.channels_last) if run.channels_last else x)
+    with autocast(run.amp):
+        outs = [run.fwd(x) for x in xs] if run.per_task else run.net(xs)
+    out = {g: tuple(D.gather_views(t, ctx, run.group) for t in o)  # global batch on every rank
+           for g, o in zip(run.strategy.groups, outs)}
+    y = _slide_labels(len(pos), len(neg), ctx.world_size, run.device) \
+        if "all" in run.strategy.groups else None
+    losses = run.strategy.loss_fn(out, y, cfg, run.head)
+    host = {"lr": run.opt.param_groups[0]["lr"]}
+    vals = {f"loss_{k}": v.detach() for k, v in losses.items()}
+    if run.per_task:
+        vals.update(_per_task_backward(run, losses, surgery_generator(cfg.seed, step)))
+    else:
         run.opt.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
-        return {}
-    grads = surgery.task_gradients(list(losses.values()), run.params)  # T x (P,)
-    g, stats = surgery.combine(grads, method, generator=gen)
-    surgery.assign_gradients(run.params, g)
-    return _flat_stats(stats.to_dict(), list(losses))
-
-
-def _step(run: _Run, pos_idx: torch.Tensor, neg_idx: torch.Tensor, gen: torch.Generator,
-          where: str) -> dict:
-    """Views -> forward per group -> task losses -> (surgery) -> optimiser step; one log record."""
-    groups, y = _views(run, pos_idx, neg_idx)
-    with autocast(run.amp):
-        out = {g: run.fwd(x) for g, x in groups.items()}  # g -> (h, z)
-    losses = run.strategy.loss_fn(out, y, run.cfg, run.head)
-    rec = {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
-    rec["loss"] = sum(rec.values())
-    if not all(math.isfinite(v) for v in rec.values()):
-        raise NonFiniteLossError(f"non-finite loss {rec} at {where} of strategy {run.method!r}")
-    rec["lr"] = run.opt.param_groups[0]["lr"]
-    rec.update(_backward(run, losses, gen))
     run.opt.step()
     run.sched.step()
-    return rec
+    if run.per_task and ctx.enabled:
+        D.broadcast_buffers(run.encoder, ctx)  # DDP's forward would have done this
+    keys = list(vals)
+    return step, host, keys, torch.stack([v.to(torch.float64) for v in vals.values()])
+
+
+def _flush(pending: list, run: _Run, last_good: str) -> list[dict]:
+    """Read the pending steps' values in one transfer; raise on a non-finite loss."""
+    if not pending:
+        return []
+    table = torch.stack([p[3] for p in pending]).cpu().tolist()  # the one host sync
+    records = []
+    for (step, host, keys, _), row in zip(pending, table):
+        rec: dict = {"step": step, **host}
+        for k, x in zip(keys, row):
+            rec[k] = bool(x) if k == "conflict" or k.startswith("projected") else x
+        rec["loss"] = sum(rec[k] for k in keys if k.startswith("loss_"))
+        bad = {k: v for k, v in rec.items() if k.startswith("loss") and not math.isfinite(v)}
+        if bad:
+            raise NonFiniteLossError(f"non-finite loss {bad} at step {step} of strategy "
+                                     f"{run.method!r} (last good checkpoint: {last_good})")
+        records.append(rec)
+    return records
 
 
 @torch.no_grad()
@@ -308,96 +394,101 @@ def _monitor(run: _Run) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# Epochs, checkpoints, logs
+# Checkpoints, logs, summaries
 # ----------------------------------------------------------------------------------------------
 
-def _train_epoch(run: _Run, epoch: int, bar, last_good: str) -> list[dict]:
-    """One epoch (0-based ``epoch``); returns its step records."""
-    gen = epoch_generator(run.cfg.seed, epoch)
-    run.aug.generator = gen
-    run.encoder.train()
-    if run.head is not None:
-        run.head.train()
-    records = []
-    batches = epoch_batches(len(run.pos), len(run.neg), run.cfg.batch_size, gen)
-    for i, (pi, ni) in enumerate(batches):
-        step = epoch * run.n_steps + i
-        where = f"epoch {epoch + 1} step {step} (last good checkpoint: {last_good})"
-        rec = {"epoch": epoch + 1, "step": step, **_step(run, pi, ni, gen, where)}
-        records.append(rec)
-        bar.update(1)
-        if i % 10 == 0:
-            bar.set_postfix(loss=f"{rec['loss']:.4f}")
-    return records
-
-
-def _epoch_summary(epoch: int, records: list[dict], seconds: float, n_patches: int) -> dict:
-    out: dict = {"epoch": epoch}
-    for k in records[0]:
-        if k.startswith("loss") or k.startswith("norm_") or k == "cosine":
-            out[k] = float(np.mean([r[k] for r in records]))
-    if "conflict" in records[0]:
-        out["conflict_frac"] = float(np.mean([r["conflict"] for r in records]))
-    out.update(time_s=seconds, patches_per_s=n_patches / seconds)
+def _summary(run: _Run, step: int, records: list[dict], seconds: float) -> dict:
+    n = sum(run.pools.sizes)
+    out: dict = {"step": step, "epochs": step * run.cfg.batch_size / n}
+    if records:
+        for k in records[0]:
+            if k.startswith("loss") or k.startswith("norm_") or k == "cosine":
+                out[k] = float(np.mean([r[k] for r in records]))
+        if "conflict" in records[0]:
+            out["conflict_frac"] = float(np.mean([r["conflict"] for r in records]))
+        out.update(time_s=seconds, patches_per_s=len(records) * run.cfg.batch_size / seconds)
+    if run.ctx.is_main:
+        out.update(_monitor(run))
     return out
 
 
-def _state(run: _Run, epoch: int, history: list[dict], epochs: list[dict], data: dict) -> dict:
+def _state(run: _Run, step: int, history: list[dict], summaries: list[dict], data: dict) -> dict:
     return {"format": CHECKPOINT_FORMAT, "config": dataclasses.asdict(run.cfg),
-            "method": run.method, "epoch": epoch, "steps_per_epoch": run.n_steps, "data": data,
+            "method": run.method, "step": step, "data": data,
             "model": run.encoder.state_dict(),
             "head": run.head.state_dict() if run.head is not None else {},
             "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
-            "history": history, "epochs": epochs, "torch_version": str(torch.__version__)}
+            "history": history, "summaries": summaries, "world_size": run.ctx.world_size,
+            "torch_version": str(torch.__version__)}
 
 
-def _restore(run: _Run, ckpt: dict) -> tuple[list[dict], list[dict], int]:
+def _restore(run: _Run, ckpt: dict, path: Path) -> tuple[list[dict], list[dict], int]:
     run.encoder.load_state_dict(ckpt["model"])
     if run.head is not None:
         run.head.load_state_dict(ckpt["head"])
     run.opt.load_state_dict(ckpt["optimizer"])
     run.sched.load_state_dict(ckpt["scheduler"])
-    return list(ckpt["history"]), list(ckpt["epochs"]), int(ckpt["epoch"])
+    if ckpt.get("world_size", 1) != run.ctx.world_size and run.ctx.is_main:
+        warnings.warn(f"{path} was written by {ckpt.get('world_size', 1)} process(es), resumed "
+                      f"by {run.ctx.world_size}: training continues correctly, but the "
+                      f"augmentations differ from an uninterrupted run", stacklevel=3)
+    return list(ckpt["history"]), list(ckpt["summaries"]), int(ckpt["step"])
 
 
 def _log_lines(records: list[dict], kind: str) -> str:
     return "".join(json.dumps({"type": kind, **r}) + "\n" for r in records)
 
 
-def _begin(run: _Run, ckpt: Path | None, resume: bool, data: dict, total: int
+def _begin(run: _Run, ckpt: Path | None, resume: bool, data: dict
            ) -> tuple[list[dict], list[dict], int]:
-    """Restore ``(history, epochs, start_epoch)`` from the checkpoint, or start afresh."""
+    """Restore ``(history, summaries, start_step)`` from the checkpoint, or start afresh."""
+    main = run.ctx.is_main
     log = ckpt.with_name(LOG_NAME) if ckpt is not None else None
-    if ckpt is not None and resume and ckpt.exists():
+    exists = ckpt is not None and resume and ckpt.exists()
+    D.barrier(run.ctx)  # every rank has decided before rank 0 writes anything below
+    if exists:
         saved = load_checkpoint(ckpt, run.device)
         check_compatible(saved, run.cfg, run.method, data, ckpt)
-        history, epochs, start = _restore(run, saved)
-        atomic_write_text(_log_lines(history, "step") + _log_lines(epochs, "epoch"), log)
-        return history, epochs, start
-    epochs = [{"epoch": 0, **_monitor(run)}]  # the initialisation
-    if ckpt is not None:
-        atomic_write_text(_log_lines(epochs, "epoch"), log)
-        if total == 0:  # random: keep the initial encoder for the next stages
-            atomic_torch_save(_state(run, 0, [], epochs, data), ckpt)
-    return [], epochs, 0
+        history, summaries, start = _restore(run, saved, ckpt)
+        if main:
+            atomic_write_text(_log_lines(history, "step") + _log_lines(summaries, "summary"), log)
+        return history, summaries, start
+    summaries = [{"step": 0, "epochs": 0.0, **(_monitor(run) if main else {})}]
+    if ckpt is not None and main:
+        atomic_write_text(_log_lines(summaries, "summary"), log)
+        if run.strategy.loss_fn is None:  # random: keep the initial encoder for the next stages
+            atomic_torch_save(_state(run, 0, [], summaries, data), ckpt)
+    D.barrier(run.ctx)
+    return [], summaries, 0
 
 
-def _save_epoch(run: _Run, ckpt: Path, epoch: int, history: list[dict], epochs: list[dict],
-                data: dict) -> None:
-    """Atomic checkpoint, then append the epoch's step records and summary to the log."""
-    atomic_torch_save(_state(run, epoch, history, epochs, data), ckpt)
+def _save(run: _Run, ckpt: Path, step: int, history: list[dict], summaries: list[dict],
+          data: dict, new: int) -> None:
+    """Atomic checkpoint, then append the period's step records and summary to the log."""
+    atomic_torch_save(_state(run, step, history, summaries, data), ckpt)
     with open(ckpt.with_name(LOG_NAME), "a") as f:
-        f.write(_log_lines(history[-run.n_steps:], "step") + _log_lines(epochs[-1:], "epoch"))
+        f.write(_log_lines(history[len(history) - new:], "step")
+                + _log_lines(summaries[-1:], "summary"))
+
+
+def _plain_encoder(run: _Run) -> Encoder:
+    """The trained encoder with ordinary BatchNorm (a SyncBatchNorm copy is converted back)."""
+    if not run.sync_bn:
+        return run.encoder
+    plain = build_encoder(run.cfg)
+    plain.load_state_dict(run.encoder.state_dict())
+    plain.to(run.device)
+    return plain.to(memory_format=torch.channels_last) if run.channels_last else plain
 
 
 # ----------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------
 
-def pretrain(method: str, pos_images: np.ndarray, neg_images: np.ndarray, cfg: PretrainConfig,
-             *, device=None, out_dir: str | Path | None = None, resume: bool = True,
-             progress: bool = True, stop_after: int | None = None) -> PretrainResult:
-    """Pretrain an encoder with one strategy; checkpoint every epoch; resume exactly.
+def pretrain(method: str, pos_images, neg_images, cfg: PretrainConfig, *, device=None,
+             out_dir: str | Path | None = None, resume: bool = True, progress: bool = True,
+             stop_after: int | None = None, dist: D.DistContext | None = None) -> PretrainResult:
+    """Pretrain an encoder with one strategy for ``cfg.steps`` steps; checkpoint; resume exactly.
 
     Strategies (SLAM-AGS, Acerbis et al., ISBI 2026, and its baselines): ``random`` (no
     training), ``simclr`` (NT-Xent on all patches), ``weak`` (patch classifier on slide labels,
@@ -410,16 +501,19 @@ def pretrain(method: str, pos_images: np.ndarray, neg_images: np.ndarray, cfg: P
 
     Args:
         method: one of :data:`ENGINE_METHODS`.
-        pos_images: ``(n_pos, H, W, 3)`` uint8 patches of slide-positive training bags.
-        neg_images: ``(n_neg, H, W, 3)`` uint8 patches of slide-negative training bags.
+        pos_images: patches of slide-positive training bags, ``(n_pos, H, W, 3)`` uint8: an
+            array, a tensor, or a :class:`~slamags_core.bags.PatchPool` of a memory-mapped set.
+        neg_images: patches of slide-negative training bags, likewise.
         cfg: the pretraining config (saved in the checkpoint).
         device: overrides ``cfg.device``.
         out_dir: folder for ``checkpoint.pt`` and ``log.jsonl``; ``None`` keeps nothing on disk.
         resume: continue from ``out_dir``'s checkpoint if there is one (a finished run is
             returned without training); ``False`` starts afresh and overwrites it.
-        progress: show a tqdm progress bar.
-        stop_after: stop once this many epochs are done (the schedule still spans
-            ``cfg.epochs``); a later call with ``resume=True`` continues. ``None`` = all.
+        progress: show a tqdm progress bar (rank 0).
+        stop_after: stop once this many steps are done, with a checkpoint (the schedule still
+            spans ``cfg.steps``); a later call with ``resume=True`` continues. ``None`` = all.
+        dist: the process group context; default :func:`slamags_core.distributed.current`
+            (set up by ``torchrun``). All ranks must call with the same arguments.
 
     Raises:
         ValueError: unknown method, bad config values, images that are not uint8
@@ -429,29 +523,56 @@ def pretrain(method: str, pos_images: np.ndarray, neg_images: np.ndarray, cfg: P
             good checkpoint is left in place).
     """
     cfg = _check_config(method, cfg)
-    device = torch.device(device) if device is not None else get_device(cfg.device)
-    pos, neg = as_uint8_batch(pos_images), as_uint8_batch(neg_images)
+    ctx = D.current() if dist is None else dist
+    device = D.device_for(ctx, torch.device(device) if device is not None
+                          else get_device(cfg.device))
+    pos, neg = as_pool(pos_images, "pos_images", device), as_pool(neg_images, "neg_images", device)
     data = data_fingerprint(pos, neg)
-    run = _setup(method, cfg, device, pos, neg)
-    total = cfg.epochs if run.strategy.loss_fn is not None else 0
+    with _backend_settings(cfg, device):
+        run = _setup(method, cfg, device, pos, neg, ctx)
+        try:
+            history, summaries, ckpt = _train(run, out_dir, resume, progress, stop_after, data)
+        finally:
+            run.pools.close()
+            D.destroy_group(run.group)
+    run.encoder.eval()
+    return PretrainResult(_plain_encoder(run).eval(), method, history, summaries, ckpt, run.head)
+
+
+def _train(run: _Run, out_dir, resume: bool, progress: bool, stop_after: int | None, data: dict
+           ) -> tuple[list[dict], list[dict], Path | None]:
+    """The loop: steps, reads every ``log_every``, checkpoint + monitor every ``checkpoint_every``."""
+    cfg, ctx = run.cfg, run.ctx
+    total = cfg.steps if run.strategy.loss_fn is not None else 0
     end = total if stop_after is None else min(total, stop_after)
     ckpt = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
-    history, epochs, start = _begin(run, ckpt, resume, data, total)
-    last_good = f"{ckpt} (epoch {start})" if ckpt is not None and ckpt.exists() else "none"
-    bar = tqdm(total=end * run.n_steps, initial=min(start, end) * run.n_steps, desc=method,
-               disable=not progress)
-    for epoch in range(start, end):
-        t0 = time.perf_counter()
-        records = _train_epoch(run, epoch, bar, last_good)
-        summary = _epoch_summary(epoch + 1, records, time.perf_counter() - t0,
-                                 len(run.pos) + len(run.neg))
-        summary.update(_monitor(run))
-        history += records
-        epochs.append(summary)
-        if ckpt is not None:
-            _save_epoch(run, ckpt, epoch + 1, history, epochs, data)
-            last_good = f"{ckpt} (epoch {epoch + 1})"
-        warn_if_collapsed(summary, f"epoch {epoch + 1} of {method!r}")
+    history, summaries, start = _begin(run, ckpt, resume, data)
+    last_good = f"{ckpt} (step {start})" if ckpt is not None and ckpt.exists() else "none"
+    bar = tqdm(total=end, initial=min(start, end), desc=run.method,
+               disable=not progress or not ctx.is_main)
+    run.encoder.train()
+    if run.head is not None:
+        run.head.train()
+    pending, period, t0 = [], [], time.perf_counter()
+    for step in range(start, end):
+        pending.append(_step(run, step, end))
+        bar.update(1)
+        boundary = (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end
+        if boundary or (step + 1) % cfg.log_every == 0:
+            period += _flush(pending, run, last_good)
+            pending = []
+            bar.set_postfix(loss=f"{period[-1]['loss']:.4f}")
+        if boundary:
+            D.broadcast_buffers(run.encoder, ctx)
+            summary = _summary(run, step + 1, period, time.perf_counter() - t0)
+            history += period
+            summaries.append(summary)
+            if ckpt is not None and ctx.is_main:
+                _save(run, ckpt, step + 1, history, summaries, data, len(period))
+            D.barrier(ctx)  # nobody resumes from a checkpoint that is not written yet
+            last_good = f"{ckpt} (step {step + 1})" if ckpt is not None else "none"
+            if ctx.is_main:
+                warn_if_collapsed(summary, f"step {step + 1} of {run.method!r}")
+            period, t0 = [], time.perf_counter()
     bar.close()
-    run.encoder.eval()
-    return PretrainResult(run.encoder, method, history, epochs, ckpt, run.head)
+    return history, summaries, ckpt

@@ -17,7 +17,8 @@ Implementation: the projections only need inner products, so they run on the T x
 matrix ``G G^T`` (one per parameter tensor in per-tensor mode) and keep ``g_i'`` as weights
 over the original gradients, ``g_i' = sum_l W[i, l] g_l``. The P-sized work is one Gram matrix
 and one weighted sum; no Python loop over elements and no host sync (the random order is drawn
-on the CPU from ``generator``).
+on the CPU from ``generator``). The Gram matrix is computed in float64: dot products over
+millions of float32 values lose about 1e-3 relative accuracy when TF32 matmuls are enabled.
 """
 from __future__ import annotations
 
@@ -143,13 +144,14 @@ def pcgrad_weights(gram: Tensor, order: Sequence[int], eps: float = 1e-12) -> Te
     return W
 
 
-def combine(grads: Sequence[Tensor], method: str = "ags", *,
+def combine(grads: Sequence[Tensor] | Tensor, method: str = "ags", *,
             generator: torch.Generator | None = None, sizes: Sequence[int] | None = None,
             eps: float = 1e-12) -> tuple[Tensor, SurgeryStats]:
     """Combine T task gradients by plain sum, PCGrad or AGS (SLAM-AGS, Acerbis et al. 2026).
 
     Args:
-        grads: T >= 2 flat task gradients of equal shape (P,), same dtype and device.
+        grads: T >= 2 flat task gradients of equal shape (P,), same dtype and device, or one
+            stacked (T, P) tensor (as :func:`stacked_task_gradients` returns; no copy).
         method: ``"sum"``, ``"pcgrad"`` or ``"ags"`` (the paper).
         generator: CPU generator for the random task order ``torch.randperm(T)``; ``None``
             uses torch's global RNG. One order is shared by all tasks; with T = 2 the order
@@ -166,13 +168,14 @@ def combine(grads: Sequence[Tensor], method: str = "ags", *,
         ValueError: for an unknown method, T < 2, unequal shapes/dtypes/devices, bad sizes or
             eps < 0.
     """
-    _check_inputs(grads, method, eps)
-    G = torch.stack(list(grads))  # (T, P)
+    stacked = isinstance(grads, Tensor) and grads.dim() == 2
+    _check_inputs(list(grads.unbind(0)) if stacked else grads, method, eps)
+    G = grads if stacked else torch.stack(list(grads))  # (T, P)
     T, P = G.shape
     sizes = None if sizes is None else _check_sizes(sizes, P)
     acc = torch.promote_types(G.dtype, torch.float32)
     Ga = G.to(acc)
-    gram = _gram(Ga, sizes)  # (S, T, T)
+    gram = _gram(G.to(torch.float64), sizes)  # (S, T, T), float64 whatever the input
     gram_total = gram.sum(dim=0)  # (T, T)
     g_sum = Ga.sum(dim=0)  # (P,)
     norm_sum = g_sum.norm()
@@ -184,9 +187,9 @@ def combine(grads: Sequence[Tensor], method: str = "ags", *,
         W = pcgrad_weights(gram, order, eps)  # (S, T, T)
         eye = torch.eye(T, dtype=torch.bool, device=G.device)
         projected = ((W != 0) & ~eye).any(dim=2).any(dim=0)  # (T,)
-        delta = W.sum(dim=1) - 1.0  # (S, T): combined = g_sum + sum_l delta_l g_l
+        delta = (W.sum(dim=1) - 1.0).to(acc)  # (S, T): combined = g_sum + sum_l delta_l g_l
         if sizes is None:
-            combined = g_sum + delta[0] @ Ga
+            combined = g_sum + (delta[0][:, None] * Ga).sum(0)  # elementwise: no TF32 matmul
         else:
             sizes_t = torch.tensor(sizes, device=G.device)
             combined = g_sum + (torch.repeat_interleave(delta.T, sizes_t, dim=1) * Ga).sum(0)
@@ -213,31 +216,49 @@ def param_sizes(params: Sequence[torch.nn.Parameter]) -> list[int]:
     return [p.numel() for p in params]
 
 
-def task_gradients(losses: Sequence[Tensor],
-                   params: Sequence[torch.nn.Parameter]) -> list[Tensor]:
+def task_gradients(losses: Sequence[Tensor], params: Sequence[torch.nn.Parameter], *,
+                   retain_graph: bool | None = None) -> list[Tensor]:
     """One flat (P,) gradient per loss via ``torch.autograd.grad``.
 
-    The graph is retained for all but the last loss; parameters a loss does not reach get zeros.
+    Parameters a loss does not reach get zeros.
 
     Args:
         losses: scalar losses sharing (part of) one graph.
         params: the parameters to differentiate, in the order of the flat layout.
+        retain_graph: ``None`` keeps the graph for all but the last loss (losses that share a
+            graph); ``False`` frees each loss's graph after its backward, which is right when
+            the graphs are disjoint (SLAM's two forwards) and is what ``torch.compile``'d graphs
+            with donated buffers need.
 
     Returns:
-        A list of T tensors of shape (P,), P = sum of ``p.numel()``.
+        A list of T tensors of shape (P,), P = sum of ``p.numel()`` (rows of one (T, P) buffer).
+    """
+    return list(stacked_task_gradients(losses, params, retain_graph=retain_graph).unbind(0))
+
+
+def stacked_task_gradients(losses: Sequence[Tensor], params: Sequence[torch.nn.Parameter], *,
+                           retain_graph: bool | None = None) -> Tensor:
+    """The task gradients of :func:`task_gradients` written into one (T, P) tensor.
+
+    One buffer can be all-reduced across processes in one call and passed to :func:`combine`
+    without another copy.
     """
     params = list(params)
     if not params:
         raise ValueError("params is empty; need at least one parameter")
     if len(losses) < 1:
         raise ValueError("losses is empty; need at least one loss")
-    flats = []
+    sizes = param_sizes(params)
+    G = torch.empty(len(losses), sum(sizes), dtype=params[0].dtype, device=params[0].device)
     for k, loss in enumerate(losses):
-        gs = torch.autograd.grad(loss, params, retain_graph=k < len(losses) - 1,
-                                 allow_unused=True)
-        flats.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
-                                for g, p in zip(gs, params)]))
-    return flats
+        keep = k < len(losses) - 1 if retain_graph is None else retain_graph
+        gs = torch.autograd.grad(loss, params, retain_graph=keep, allow_unused=True)
+        for dst, g, p in zip(torch.split(G[k], sizes), gs, params):
+            if g is None:
+                dst.zero_()
+            else:
+                dst.view_as(p).copy_(g)  # logical (NCHW) order whatever g's memory format
+    return G
 
 
 def assign_gradients(params: Sequence[torch.nn.Parameter], flat: Tensor) -> None:
@@ -248,8 +269,8 @@ def assign_gradients(params: Sequence[torch.nn.Parameter], flat: Tensor) -> None
         raise ValueError(f"flat must have shape ({sum(sizes)},) to match params, "
                          f"got {tuple(flat.shape)}")
     for p, chunk in zip(params, torch.split(flat, sizes)):
-        g = chunk.view_as(p).to(p.dtype)
-        if p.grad is None:
-            p.grad = g.clone()
-        else:
-            p.grad.copy_(g)
+        if p.grad is None or p.grad.stride() != p.stride():
+            # laid out like the parameter (channels_last stays channels_last), so the
+            # optimiser keeps its multi-tensor (foreach) path
+            p.grad = torch.empty_like(p)
+        p.grad.copy_(chunk.view_as(p))

@@ -21,7 +21,14 @@ Outputs in ``DIR``:
 
 The sweep is resumable: rows are written atomically (the whole CSV is rewritten to a temporary
 file and renamed), a restarted sweep skips finished grid cells, and an interrupted pretraining
-resumes from its last epoch checkpoint under ``DIR/checkpoints``.
+resumes from its last checkpoint under ``DIR/checkpoints``.
+
+Scale-out: ``shard=(K, N)`` runs every N-th grid cell starting at K (e.g. one Slurm array task
+each) and writes ``results.shard-K-of-N.csv`` (+ a ``.json`` naming its grid) atomically;
+:func:`merge_results` (``python -m slamags_core merge``) combines the shards and refuses results
+of different configurations or grids. Under ``torchrun`` every process runs the sweep: each
+pretraining is data-parallel over all of them, and rank 0 alone embeds, trains the MIL models
+and writes files.
 """
 from __future__ import annotations
 
@@ -38,6 +45,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from slamags_core import deep_svdd
+from slamags_core import distributed as D
 from slamags_core.bags import STAIN_MODES, n_witnesses
 from slamags_core.claims import collapse_columns
 from slamags_core.config import METHODS, MIL_MODELS, Preset
@@ -47,7 +55,7 @@ from slamags_core.embed import EMBEDDINGS
 from slamags_core.metrics import bag_metrics, retrieval_metrics
 from slamags_core.mil import predict_bags, train_mil
 from slamags_core.pipeline import bags_of, embed_bagset, get_bags, get_pretrained
-from slamags_core.predictions import write_bag_predictions
+from slamags_core.predictions import PREDICTIONS_DIR, write_bag_predictions
 from slamags_core.report import write_report
 from slamags_core.utils import atomic_write_text, get_device, to_jsonable
 from slamags_core.validation import check_float, check_int
@@ -149,6 +157,26 @@ def _check_grid(preset: Preset, methods, mil_models, witness_rates, seeds, embed
             uniq(stains))
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> ``(K, N)`` with ``0 <= K < N`` (Slurm: ``$SLURM_ARRAY_TASK_ID/N``).
+
+    Raises:
+        ValueError: for anything else.
+    """
+    try:
+        k, n = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"shard must look like K/N (e.g. 0/4), got {text!r}") from None
+    if not 0 <= k < n:
+        raise ValueError(f"shard K/N needs 0 <= K < N, got {text!r}")
+    return k, n
+
+
+def shard_name(shard: tuple[int, int] | None) -> str:
+    """File stem of a shard's results (``results`` for the whole grid)."""
+    return "results" if shard is None else f"results.shard-{shard[0]}-of-{shard[1]}"
+
+
 def _check_config(out_dir: Path, preset: Preset) -> None:
     """Refuse to mix results of different presets in one folder; record the preset."""
     path = out_dir / "config.json"
@@ -215,8 +243,8 @@ def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | N
               mil_models: Sequence[str] | None = None,
               witness_rates: Sequence[float] | None = None, seeds: Sequence[int] | None = None,
               embeddings: Sequence[str] | None = None, stains: Sequence[str] | None = None,
-              device: str | None = None, progress: bool = True, report: bool = True
-              ) -> list[dict]:
+              device: str | None = None, progress: bool = True, report: bool = True,
+              shard: tuple[int, int] | None = None) -> list[dict]:
     """Run (or resume) the witness-rate sweep and write results, predictions, report and logs.
 
     Args:
@@ -232,42 +260,58 @@ def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | N
         device: ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"`` (default: the preset's).
         progress: show a bar over the grid and per-stage bars.
         report: write the report (tables, intervals, verdicts, plots) at the end.
+        shard: ``(K, N)``: only grid cells K, K + N, K + 2N, ... (cells are (stain, witness
+            rate, seed, method) in this order); rows go to ``results.shard-K-of-N.csv`` and no
+            report is written (:func:`merge_results` does).
 
     Returns:
-        All rows of ``results.csv`` (earlier ones included).
+        All rows of this run's results file (earlier ones included).
 
     Raises:
         ValueError: a bad grid (unknown method, MIL model, embedding or stain, a witness rate
             outside (0, 1] or too small to give one witness at the preset's bag size, a seed
-            that is not an integer >= 0), checked before any work starts; or ``out_dir``
-            holding results of another configuration.
+            that is not an integer >= 0) or shard, checked before any work starts; or
+            ``out_dir`` holding results of another configuration.
     """
     methods, mil_models, witness_rates, seeds, embeddings, stains = _check_grid(
         preset, methods or preset.methods, mil_models or preset.mil_models,
         witness_rates or preset.witness_rates, seeds if seeds is not None else preset.seeds,
         embeddings or (preset.pretrain.embedding,), stains or (preset.cells.stain,))
-    dev = get_device(device or preset.pretrain.device)
+    if shard is not None:
+        shard = parse_shard(f"{shard[0]}/{shard[1]}")
+    ctx = D.current()
+    dev = D.device_for(ctx, get_device(device or preset.pretrain.device))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_config(out_dir, preset)
-    csv_path, log_path = out_dir / "results.csv", out_dir / "sweep.log"
+    with D.main_first(ctx):
+        _check_config(out_dir, preset)
+    stem = shard_name(shard)
+    csv_path, log_path = out_dir / f"{stem}.csv", out_dir / "sweep.log"
+    grid_spec = {"methods": methods, "mil_models": mil_models, "witness_rates": witness_rates,
+                 "seeds": seeds, "embeddings": embeddings, "stains": stains}
+    if shard is not None and ctx.is_main:
+        atomic_write_text(json.dumps({"shard": list(shard), "grid": grid_spec}, indent=1),
+                          out_dir / f"{stem}.json")
     rows = read_results(csv_path)
     done = {_key(r) for r in rows}
 
     def log(msg: str) -> None:
-        with open(log_path, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+        if ctx.is_main:
+            with open(log_path, "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
 
     def scorers(method: str, embedding: str) -> list[str]:
         extra = [SVDD_SCORER] if method == deep_svdd.METHOD and embedding == "h" else []
         return [*mil_models, ONECLASS_SCORER, *extra]
 
-    log(f"start preset={preset.name} device={dev} methods={methods} mil={mil_models} "
-        f"witness_rates={witness_rates} seeds={seeds} embeddings={embeddings} stains={stains} "
-        f"({len(done)} rows already done)")
+    log(f"start preset={preset.name} device={dev} processes={ctx.world_size} methods={methods} "
+        f"mil={mil_models} witness_rates={witness_rates} seeds={seeds} embeddings={embeddings} "
+        f"stains={stains} shard={shard} ({len(done)} rows already done)")
     grid = [(st, wr, s, m) for st in stains for wr in witness_rates for s in seeds for m in methods]
+    if shard is not None:
+        grid = grid[shard[0]::shard[1]]
     bar = tqdm(total=sum(len(scorers(m, e)) for (_, _, _, m) in grid for e in embeddings),
-               desc="sweep", disable=not progress)
+               desc="sweep", disable=not progress or not ctx.is_main)
     loaded: tuple = (None, None)  # ((stain, witness_rate, seed), BagSet) of the current cell
     for stain, wr, seed, method in grid:
         todo = {e: [sc for sc in scorers(method, e) if (method, sc, wr, seed, e, stain) not in done]
@@ -279,7 +323,8 @@ def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | N
         vp = variant_preset(preset, stain)
         if loaded[0] != (stain, wr, seed):  # consecutive methods share one bag set: load once
             tb = time.perf_counter()
-            loaded = ((stain, wr, seed), get_bags(vp, wr, seed))
+            with D.main_first(ctx):  # rank 0 renders it, the others open the finished set
+                loaded = ((stain, wr, seed), get_bags(vp, wr, seed))
             log(f"bags stain={stain} witness_rate={wr:g} seed={seed}: {loaded[1].n_bags} bags, "
                 f"{len(loaded[1].images)} cells, rendered or loaded in {time.perf_counter() - tb:.1f} s")
         bagset = loaded[1]
@@ -287,6 +332,8 @@ def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | N
         result = get_pretrained(vp, bagset, method, seed, device=dev,
                                 root=out_dir / "checkpoints", progress=progress)
         pretrain_s = time.perf_counter() - t0
+        if not ctx.is_main:  # embedding, diagnostics and MIL are cheap: rank 0 alone
+            continue
         run = collapse_columns(getattr(result, "summaries", None) or result.epochs)
         n_test = len(bagset.split_bags("test"))
         for embedding, todo_e in todo.items():
@@ -334,8 +381,104 @@ def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | N
                              for k, v in row.items()))
                 bar.update(1)
     bar.close()
-    if report:
+    D.barrier(ctx)
+    if report and shard is None and ctx.is_main:
         write_report(rows, out_dir, preset_name=preset.name,
                      headline=(preset.pretrain.embedding, preset.cells.stain))
     log(f"done: {len(rows)} rows")
     return rows
+
+
+def _result_files(src: Path) -> list[Path]:
+    return sorted(src.glob("results.shard-*-of-*.csv")) + \
+        ([src / "results.csv"] if (src / "results.csv").exists() else [])
+
+
+def merge_results(sources: Sequence[str | Path], out_dir: str | Path, *,
+                  allow_partial: bool = False) -> list[dict]:
+    """Combine the results of sharded (or separate) sweeps into ``out_dir/results.csv`` + report.
+
+    Args:
+        sources: sweep folders; each holds ``config.json`` and ``results.shard-K-of-N.csv``
+            files (several shards may share a folder) and/or a ``results.csv``.
+        out_dir: where ``results.csv``, ``results.md``, the plots and ``config.json`` go (may be
+            one of the sources).
+        allow_partial: merge even when shards of the grid are missing.
+
+    Raises:
+        ValueError: folders of different configurations (presets), shards of different grids
+            or shard counts, missing shards (unless ``allow_partial``), no results at all, or
+            one grid cell with different values in two files.
+    """
+    sources = [Path(s) for s in sources]
+    config, config_src = None, None
+    grid, n_shards, present = None, None, set()
+    rows: dict[tuple, tuple[dict, Path]] = {}
+    for src in sources:
+        cfg_path = src / "config.json"
+        if not cfg_path.exists():
+            raise ValueError(f"{src} holds no sweep (no config.json)")
+        theirs = json.loads(cfg_path.read_text())["preset"]
+        if config is None:
+            config, config_src = theirs, src
+        elif theirs != config:
+            diff = sorted(k for k in set(config) | set(theirs) if config.get(k) != theirs.get(k))
+            raise ValueError(f"{src} and {config_src} hold results of different configurations "
+                             f"(differ in {diff}); merge only shards of one sweep")
+        for path in _result_files(src):
+            meta_path = path.with_suffix(".json")
+            if path.name != "results.csv" and meta_path.exists():
+                meta = json.loads(meta_path.read_text())
+                if grid is None:
+                    grid, n_shards = meta["grid"], meta["shard"][1]
+                elif meta["grid"] != grid or meta["shard"][1] != n_shards:
+                    raise ValueError(f"{path} belongs to another grid or shard count "
+                                     f"({meta['shard'][1]} shards of {meta['grid']}) than the "
+                                     f"others ({n_shards} shards of {grid})")
+                present.add(meta["shard"][0])
+            for r in read_results(path):
+                k = _key(r)
+                if k in rows and any(_differs(rows[k][0][m], r[m]) for m in METRICS):
+                    raise ValueError(f"grid cell {k} has different results in {rows[k][1]} "
+                                     f"and {path}")
+                rows.setdefault(k, (r, path))
+    if not rows:
+        raise ValueError(f"no results found in {[str(s) for s in sources]}")
+    missing = sorted(set(range(n_shards)) - present) if n_shards else []
+    if missing and not allow_partial:
+        raise ValueError(f"shards {missing} of {n_shards} are missing; run them or pass "
+                         f"allow_partial=True (--partial)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / "config.json").exists():
+        if json.loads((out_dir / "config.json").read_text())["preset"] != config:
+            raise ValueError(f"{out_dir} holds results of another configuration; merge into "
+                             f"another folder")
+    else:
+        atomic_write_text(json.dumps({"preset": config}, indent=2), out_dir / "config.json")
+    _merge_predictions(sources, out_dir)
+    merged = [r for r, _ in rows.values()]
+    write_results(merged, out_dir / "results.csv")
+    headline = ((config["pretrain"]["embedding"], config["cells"]["stain"])
+                if "pretrain" in config and "stain" in config.get("cells", {}) else None)
+    write_report(merged, out_dir, preset_name=config.get("name", ""), headline=headline)
+    return merged
+
+
+def _merge_predictions(sources: Sequence[Path], out_dir: Path) -> None:
+    """Copy the per-bag prediction files of other folders into ``out_dir`` (one file per cell)."""
+    dest = out_dir / PREDICTIONS_DIR
+    for src in sources:
+        folder = src / PREDICTIONS_DIR
+        if not folder.is_dir() or folder.resolve() == dest.resolve():
+            continue
+        for f in sorted(folder.glob("*.csv")):
+            target = dest / f.name
+            if target.exists() and target.read_bytes() != f.read_bytes():
+                raise ValueError(f"{f} and {target} hold different predictions of one grid cell")
+            if not target.exists():
+                atomic_write_text(f.read_text(), target)
+
+
+def _differs(a: float, b: float) -> bool:
+    return not (a == b or (np.isnan(a) and np.isnan(b)))

@@ -27,7 +27,8 @@ from slamags_core.encoders import build_encoder
 from slamags_core.losses import nt_xent, similarity_loss, supcon
 from slamags_core.metrics import bag_metrics, retrieval_metrics, topk_hits
 from slamags_core.mil import build_mil, train_mil
-from slamags_core.pretrain import pretrain, steps_per_epoch
+from slamags_core.batching import batch_shares
+from slamags_core.pretrain import pretrain
 from slamags_core.realdata import load_bloodmnist_npz, load_bone_marrow_folder
 from slamags_core.surgery import combine
 from slamags_core.sweep import run_sweep
@@ -283,8 +284,8 @@ def test_integral_float_labels_equal_int_labels(tmp_path):
 # Rows 7-8 (done on main in checkpoint.py): load_encoder on foreign or broken files
 # ----------------------------------------------------------------------------------------------
 
-SMALL = PretrainConfig(encoder="tiny_cnn", width=4, crop_size=12, proj_dim=8, epochs=1,
-                       batch_size=16, lr=0.05, warmup_epochs=0, monitor_size=16, seed=1)
+SMALL = PretrainConfig(encoder="tiny_cnn", width=4, crop_size=12, proj_dim=8, steps=1,
+                       batch_size=16, lr=0.05, warmup_steps=0, monitor_size=16, seed=1)
 
 
 def test_plain_state_dict_is_not_a_checkpoint(tmp_path):
@@ -420,12 +421,15 @@ BAD_NUMBERS = [
     (lambda v: train_mil("abmil", _MILBAGS, _MILBAGS, MILConfig(lr=v)), "lr", True),
     (lambda v: train_mil("abmil", _MILBAGS, _MILBAGS, MILConfig(patience=v)), "patience", 1.5),
     (lambda v: _pretrain(lr=v), "lr", float("nan")),
-    (lambda v: _pretrain(epochs=v), "epochs", 2.5),
-    (lambda v: _pretrain(warmup_epochs=v), "warmup_epochs", 2),
+    (lambda v: _pretrain(steps=v), "steps", 2.5),
+    (lambda v: _pretrain(warmup_steps=v), "warmup_steps", 2),
+    (lambda v: _pretrain(checkpoint_every=v), "checkpoint_every", 0),
+    (lambda v: _pretrain(log_every=v), "log_every", 1.5),
     (lambda v: _pretrain(temperature=v), "temperature", 0),
     (lambda v: _pretrain(monitor_size=v), "monitor_size", 1),
     (lambda v: _pretrain(seed=v), "seed", True),
-    (lambda v: steps_per_epoch(10, 10, v), "batch_size", 2),
+    (lambda v: batch_shares(10, 10, v), "batch_size", 2),
+    (lambda v: batch_shares(10, 10, 8, world_size=v), "world_size", 0),
     (lambda v: combine([torch.ones(3), torch.ones(3)], "ags", eps=v), "eps", -1.0),
     (lambda v: combine([torch.ones(3), torch.ones(3)], "ags", sizes=[v, 1.5]), "sizes[0]", 1.5),
     (lambda v: mosaic(_IMGS, ncols=v), "ncols", 0),
@@ -444,9 +448,9 @@ def test_bad_numbers_everywhere_name_parameter_and_value(call, name, value):
 
 @pytest.mark.filterwarnings("ignore::slamags_core.monitor.CollapseWarning")
 def test_integral_float_configs_equal_plain_ones():
-    """Configs normalise their numbers: 1.0 epochs / np.int64 seeds train the same model."""
+    """Configs normalise their numbers: 1.0 steps / np.int64 seeds train the same model."""
     plain = _pretrain()
-    spelled = _pretrain(epochs=1.0, batch_size=np.int64(16), seed=torch.tensor(1),
+    spelled = _pretrain(steps=1.0, batch_size=np.int64(16), seed=torch.tensor(1),
                         lr=np.float64(0.05), temperature=torch.tensor(0.07, dtype=torch.float64))
     for a, b in zip(plain.encoder.state_dict().values(), spelled.encoder.state_dict().values()):
         assert torch.equal(a, b)

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from slamags_core import bags as bags_module
-from slamags_core.bags import (BagSet, PoolSource, SyntheticSource, bags_cache_path, build_bags,
-                               load_or_build_bags, n_witnesses)
+from slamags_core.bags import (ARRAYS, MANIFEST, BagSet, PatchPool, PoolSource, SyntheticSource,
+                               bags_cache_path, build_bags, load_or_build_bags, n_witnesses)
 from slamags_core.config import BagConfig, CellConfig
+from slamags_core.utils import config_hash
 
 
 def make_pool(n_lyt=400, n_bla=60, size=8, seed=0):
@@ -74,7 +75,7 @@ def test_seed_determinism():
 
 def test_save_load_roundtrip(tmp_path):
     bs = build_bags(make_pool(), CFG)
-    back = BagSet.load(bs.save(tmp_path / "b.npz"))
+    back = BagSet.load(bs.save(tmp_path / "b"))
     for f in dataclasses.fields(BagSet):
         va, vb = getattr(bs, f.name), getattr(back, f.name)
         if isinstance(va, np.ndarray):
@@ -189,3 +190,124 @@ def test_pool_source_validates_input():
         PoolSource(np.zeros((0, 4, 4, 3), np.uint8), [])
     with pytest.raises(ValueError, match="cell_types"):
         PoolSource(np.zeros((3, 4, 4, 3), np.uint8), ["LYT"] * 2)
+
+
+# ------------------------------------------------------------------ storage on disk (format 2)
+
+def test_set_written_to_disk_equals_the_in_memory_one_and_is_memory_mapped(tmp_path):
+    mem = build_bags(make_pool(), CFG)
+    disk = build_bags(make_pool(), CFG, out=tmp_path / "set")
+    assert isinstance(disk.images, np.memmap) and not disk.images.flags.writeable
+    for f in dataclasses.fields(BagSet):
+        va, vb = getattr(mem, f.name), getattr(disk, f.name)
+        if isinstance(va, np.ndarray):
+            np.testing.assert_array_equal(va, vb)
+            assert va.dtype == vb.dtype
+        else:
+            assert va == vb
+    files = sorted(p.name for p in (tmp_path / "set").iterdir())
+    assert files == sorted([f"{a}.npy" for a in ARRAYS] + [MANIFEST])
+    assert not list(tmp_path.glob(".set.tmp-*"))  # the temporary folder was renamed
+
+
+def test_pools_are_index_views_into_the_storage(tmp_path):
+    bs = build_bags(make_pool(), CFG, out=tmp_path / "set")
+    pos, neg = bs.pretraining_pools()
+    assert isinstance(pos, PatchPool) and pos.images is bs.images  # no copy of the pixels
+    train = np.isin(bs.bag_index, bs.split_bags("train"))
+    is_pos = bs.bag_labels[bs.bag_index] == 1
+    np.testing.assert_array_equal(np.asarray(pos), bs.images[train & is_pos])
+    np.testing.assert_array_equal(np.asarray(neg), bs.images[train & ~is_pos])
+    np.testing.assert_array_equal(pos.labels, bs.instance_labels[train & is_pos])
+    assert neg.labels.sum() == 0 and pos.labels.sum() > 0
+    assert pos.shape == (len(pos), 8, 8, 3) and pos.dtype == np.uint8
+    assert pos.nbytes == len(pos) * 8 * 8 * 3
+
+
+def test_patch_pool_reads_in_the_requested_order():
+    storage = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    pool = PatchPool(storage, [7, 2, 9, 4], labels=[1, 0, 0, 1])
+    assert pool.read([3, 0, 0, 2])[:, 0, 0, 0].tolist() == [4, 7, 7, 9]
+    assert pool[1:3][:, 0, 0, 0].tolist() == [2, 9] and int(pool[0][0, 0, 0]) == 7
+    with pytest.raises(ValueError, match="rows in"):
+        PatchPool(storage, [10])
+    with pytest.raises(ValueError, match="labels"):
+        PatchPool(storage, [1, 2], labels=[1])
+
+
+class _Failing:
+    """A source that dies while the third slide is rendered."""
+
+    def __init__(self):
+        self.inner, self.calls = make_pool(), 0
+        self.class_names = self.inner.class_names
+
+    def sample_slide(self, counts, rng):
+        self.calls += 1
+        if self.calls == 3:
+            raise KeyboardInterrupt
+        return self.inner.sample_slide(counts, rng)
+
+    def available(self):
+        return self.inner.available()
+
+    def describe(self):
+        return self.inner.describe()
+
+
+def test_interrupted_write_leaves_no_set_that_loads(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        build_bags(_Failing(), CFG, out=tmp_path / "set")
+    assert list(tmp_path.iterdir()) == []  # neither the set nor its temporary folder
+    (tmp_path / "half").mkdir()  # e.g. a copy that stopped before the manifest was written
+    np.save(tmp_path / "half" / "images.npy", np.zeros((2, 4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="not a complete bag set"):
+        BagSet.load(tmp_path / "half")
+
+
+def test_truncated_or_replaced_array_is_detected_and_the_cache_rebuilt(tmp_path):
+    cells = CellConfig(image_size=32)
+    bags = BagConfig(bag_size=10, witness_rate=0.1, n_train=2, n_val=0, n_test=2, seed=1)
+    good = load_or_build_bags(cells, bags, root=tmp_path)
+    good_images = np.array(good.images)  # a copy: the file under the map is damaged below
+    del good.images
+    path = bags_cache_path(cells, bags, root=tmp_path)
+    np.save(path / "cell_ids.npy", np.zeros(3, np.int64))  # wrong length
+    with pytest.raises(ValueError, match="cell_ids.npy.*manifest"):
+        BagSet.load(path)
+    img = path / "images.npy"
+    img.write_bytes(img.read_bytes()[:-100])
+    with pytest.raises(ValueError):
+        BagSet.load(path)
+    with pytest.warns(UserWarning, match="unreadable"):
+        again = load_or_build_bags(cells, bags, root=tmp_path)
+    np.testing.assert_array_equal(again.images, good_images)
+    np.testing.assert_array_equal(again.cell_ids, good.cell_ids)
+
+
+def test_old_single_file_cache_is_rebuilt_not_misread(tmp_path):
+    cells = CellConfig(image_size=32)
+    bags = BagConfig(bag_size=10, witness_rate=0.1, n_train=2, n_val=0, n_test=2, seed=1)
+    ref = build_bags(SyntheticSource(cells), bags)
+    # what version 1 wrote: one .npz, keyed with format version 1, holding *other* pixels here
+    legacy = tmp_path / f"bags-{config_hash(SyntheticSource(cells).describe(), bags, 'LYT', 'BLA', 1)}.npz"
+    arrays = {f.name: np.asarray(getattr(ref, f.name)) for f in dataclasses.fields(BagSet)
+              if f.name != "config"}
+    arrays["images"] = np.zeros_like(ref.images)
+    np.savez(legacy, **arrays, config=np.asarray("{}"), format_version=np.asarray(1))
+    with pytest.raises(ValueError, match="single-file bag set"):
+        BagSet.load(legacy)
+    with pytest.warns(UserWarning, match="old single-file format"):
+        bs = load_or_build_bags(cells, bags, root=tmp_path)
+    np.testing.assert_array_equal(bs.images, ref.images)
+    assert not legacy.exists() and bags_cache_path(cells, bags, root=tmp_path).is_dir()
+
+
+def test_a_second_writer_of_the_same_set_keeps_the_first(tmp_path):
+    a = build_bags(make_pool(), CFG, out=tmp_path / "set")
+    with pytest.raises(FileExistsError):
+        build_bags(make_pool(), CFG, out=tmp_path / "set")
+    with pytest.raises(FileExistsError):
+        a.save(tmp_path / "set")
+    assert BagSet.load(tmp_path / "set").n_bags == a.n_bags
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]

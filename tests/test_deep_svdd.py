@@ -17,8 +17,9 @@ from slamags_core.encoders import build_encoder
 from slamags_core.monitor import CollapseWarning
 from slamags_core.synthetic import render_cells
 
-CFG = PretrainConfig(encoder="tiny_cnn", width=8, crop_size=28, proj_dim=16, epochs=3,
-                     batch_size=64, lr=0.05, warmup_epochs=0, monitor_size=64, seed=0)
+CFG = PretrainConfig(encoder="tiny_cnn", width=8, crop_size=28, proj_dim=16, steps=15,
+                     batch_size=64, lr=0.05, warmup_steps=0, checkpoint_every=5, log_every=5,
+                     monitor_size=64, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +66,12 @@ def test_loss_and_scores_known_answers():
 
 @pytest.fixture(scope="module")
 def trained(cells):
-    return run(cells, dataclasses.replace(CFG, epochs=4))
+    return run(cells, dataclasses.replace(CFG, steps=20))
 
 
 def test_trains_without_bias_terms_and_the_loss_falls(trained):
     res = trained
-    loss = [e["loss"] for e in res.epochs[1:]]
+    loss = [e["loss"] for e in res.summaries[1:]]
     assert loss[-1] < 0.5 * loss[0]
     assert all(not p.requires_grad for p in DS.batchnorm_affine_parameters(res.encoder))
     for m in res.encoder.backbone.modules():  # gamma = 1, beta = 0: BatchNorm without affine
@@ -78,14 +79,14 @@ def test_trains_without_bias_terms_and_the_loss_falls(trained):
             assert torch.equal(m.weight, torch.ones_like(m.weight))
             assert torch.equal(m.bias, torch.zeros_like(m.bias))
     assert [n for n, _ in res.head.named_parameters()] == []  # the centre is not trained
-    assert res.epochs[-1]["h_std_ratio"] > 0.01 and res.epochs[-1]["h_erank"] > 2  # not one point
+    assert res.summaries[-1]["h_std_ratio"] > 0.01 and res.summaries[-1]["h_erank"] > 2  # not one point
 
 
 def test_resume_is_exact(cells, tmp_path):
     small = {"pos": cells["pos"][:32], "neg": cells["neg"][:96]}
-    cfg = dataclasses.replace(CFG, epochs=2)
+    cfg = dataclasses.replace(CFG, steps=4, checkpoint_every=2)
     straight = run(small, cfg, out_dir=tmp_path / "a")
-    run(small, cfg, out_dir=tmp_path / "b", stop_after=1)
+    run(small, cfg, out_dir=tmp_path / "b", stop_after=2)
     resumed = run(small, cfg, out_dir=tmp_path / "b")
     for a, b in ((straight.encoder, resumed.encoder), (straight.head, resumed.head)):
         sa, sb = a.state_dict(), b.state_dict()

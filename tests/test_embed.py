@@ -92,3 +92,19 @@ def test_linear_probe_separable_and_random():
     assert 0.3 < noise["auroc"] < 0.7  # no signal
     with pytest.raises(ValueError, match="both"):
         linear_probe(X[:10], np.zeros(10), X[10:20], y[10:20])
+
+
+def test_memory_mapped_images_are_streamed_in_chunks(enc, tmp_path):
+    imgs = _imgs(11)
+    np.save(tmp_path / "x.npy", imgs)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    torch.testing.assert_close(embed_images(enc, mapped, CFG, batch_size=4),
+                               embed_images(enc, imgs, CFG, batch_size=11))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_encoder_is_moved_to_the_requested_device(enc):
+    imgs = _imgs(3)
+    H = embed_images(enc, imgs, CFG, device="cuda")
+    assert next(enc.parameters()).is_cuda and H.device.type == "cpu"
+    torch.testing.assert_close(H, embed_images(enc.cpu(), imgs, CFG), rtol=1e-4, atol=1e-4)

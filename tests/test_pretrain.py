@@ -1,4 +1,4 @@
-"""Tests of slamags_core.pretrain (and monitor): batching, what each strategy trains, the AGS
+"""Tests of slamags_core.pretrain (and monitor): the schedule, what each strategy trains, the AGS
 step against a hand-written per-task computation, exact resume, errors, collapse diagnostics."""
 import dataclasses
 import json
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from slamags_core import batching
 from slamags_core import checkpoint as C
 from slamags_core import pretrain as P
 from slamags_core import strategies as S
@@ -19,8 +20,9 @@ from slamags_core.losses import nt_xent, similarity_loss
 from slamags_core.monitor import (CollapseWarning, collapse_report, effective_rank,
                                   embedding_std, warn_if_collapsed)
 
-CFG = PretrainConfig(encoder="tiny_cnn", width=4, crop_size=12, proj_dim=8, epochs=2,
-                     batch_size=16, lr=0.05, warmup_epochs=1, monitor_size=16, seed=1)
+CFG = PretrainConfig(encoder="tiny_cnn", width=4, crop_size=12, proj_dim=8, steps=6,
+                     batch_size=16, lr=0.05, warmup_steps=3, checkpoint_every=3, log_every=1,
+                     monitor_size=16, seed=1)
 
 
 def pools(n_pos=24, n_neg=24, size=16, seed=0):
@@ -41,34 +43,7 @@ def run(method, cfg=CFG, data=None, **kw):
         return P.pretrain(method, pos, neg, cfg, device="cpu", progress=False, **kw)
 
 
-# ------------------------------------------------------------------ batching and schedule
-
-def test_batches_cover_every_patch_once_in_proportion():
-    g = torch.Generator().manual_seed(0)
-    batches = P.epoch_batches(30, 90, 16, g)
-    assert len(batches) == math.ceil(120 / 16) == 8
-    pos = torch.cat([b[0] for b in batches])
-    neg = torch.cat([b[1] for b in batches])
-    assert sorted(pos.tolist()) == list(range(30)) and sorted(neg.tolist()) == list(range(90))
-    for p, n in batches:
-        assert len(p) in (3, 4) and len(n) in (11, 12)  # 30/8 and 90/8, up to one patch
-    assert not torch.equal(pos, torch.arange(30))  # shuffled
-
-
-def test_batches_differ_between_epochs_and_repeat_with_the_seed():
-    a = P.epoch_batches(20, 20, 8, P.epoch_generator(0, 0))
-    b = P.epoch_batches(20, 20, 8, P.epoch_generator(0, 0))
-    c = P.epoch_batches(20, 20, 8, P.epoch_generator(0, 1))
-    assert all(torch.equal(x[0], y[0]) for x, y in zip(a, b))
-    assert not all(torch.equal(x[0], y[0]) for x, y in zip(a, c))
-
-
-def test_pool_too_small_for_the_steps():
-    with pytest.raises(ValueError, match="too small"):
-        P.steps_per_epoch(3, 100, 16)
-    with pytest.raises(ValueError, match="batch_size"):
-        P.steps_per_epoch(10, 10, 2)
-
+# ------------------------------------------------------------------ schedule
 
 def test_lr_schedule():
     assert [P.lr_factor(s, 4, 12) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
@@ -76,6 +51,14 @@ def test_lr_schedule():
     assert P.lr_factor(8, 4, 12) == pytest.approx(0.5)
     assert P.lr_factor(12, 4, 12) == pytest.approx(0.0)
     assert P.lr_factor(0, 0, 10) == 1.0
+
+
+def test_budget_is_a_number_of_steps_whatever_the_pool_size():
+    small = run("simclr", data=pools(24, 24))
+    large = run("simclr", data=pools(240, 480))
+    assert [r["step"] for r in small.history] == [r["step"] for r in large.history] == list(range(6))
+    assert [s["step"] for s in large.summaries] == [0, 3, 6]
+    assert large.summaries[-1]["epochs"] == pytest.approx(6 * 16 / 720)
 
 
 # ------------------------------------------------------------------ what each strategy trains
@@ -94,9 +77,9 @@ def test_each_strategy_changes_what_it_should(method):
     backbone = {k for k in names if k.startswith("backbone.")}
     projector = {k for k in names if k.startswith("projector.")}
     if method == "random":
-        assert not changed and res.history == [] and len(res.epochs) == 1
+        assert not changed and res.history == [] and len(res.summaries) == 1
         return
-    assert len(res.history) == CFG.epochs * 3 and len(res.epochs) == CFG.epochs + 1
+    assert len(res.history) == CFG.steps and len(res.summaries) == CFG.steps // 3 + 1
     if method == "deep_svdd":  # bias-free: BatchNorm affine frozen, projector unused
         bn = {k for k in backbone if isinstance(res.encoder.get_submodule(k.rsplit(".", 1)[0]),
                                                 torch.nn.BatchNorm2d)}
@@ -133,9 +116,8 @@ def _manual_ags_step(cfg, pos, neg):
     torch.manual_seed(cfg.seed)
     enc = build_encoder(cfg)
     params = list(enc.parameters())
-    gen = P.epoch_generator(cfg.seed, 0)
-    (pi, ni), = P.epoch_batches(len(pos), len(neg), cfg.batch_size, gen)
-    aug = Augmenter(cfg.crop_size, generator=gen)
+    pi, ni = batching.BatchSampler(len(pos), len(neg), cfg.batch_size, cfg.seed).batch(0)
+    aug = Augmenter(cfg.crop_size, generator=batching.augmentation_generator(cfg.seed, 0))
     p1, p2 = aug(pos[pi.numpy()])
     n1, n2 = aug(neg[ni.numpy()], center_first=True)
     _, zp = enc(torch.cat([p1, p2]))
@@ -161,7 +143,7 @@ def _manual_ags_step(cfg, pos, neg):
 def test_ags_step_equals_manual_per_task_computation(conflict):
     # seeds/temperatures chosen so that the first step's task gradients do / do not conflict
     t, pos_neg = (0.5, "same") if conflict else (0.07, "other")
-    cfg = dataclasses.replace(CFG, epochs=1, warmup_epochs=0, batch_size=64, seed=0,
+    cfg = dataclasses.replace(CFG, steps=1, warmup_steps=0, batch_size=40, seed=0,
                               temperature=t)
     pos, neg = pools(20, 28, seed=0)
     neg = pos.copy() if pos_neg == "same" else neg
@@ -192,11 +174,11 @@ def _same_weights(a, b):
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("method", ["slam_ags", "weak"])
-def test_resume_is_exact(tmp_path, method):
+@pytest.mark.parametrize("method,stop", [("slam_ags", 3), ("weak", 3), ("slam_ags", 4)])
+def test_resume_is_exact(tmp_path, method, stop):
     straight = run(method, out_dir=tmp_path / "a")
-    first = run(method, out_dir=tmp_path / "b", stop_after=1)
-    assert len(first.epochs) == 2
+    first = run(method, out_dir=tmp_path / "b", stop_after=stop)  # 4: between two checkpoints
+    assert len(first.history) == stop and first.summaries[-1]["step"] == stop
     resumed = run(method, out_dir=tmp_path / "b")
     assert _same_weights(straight.encoder, resumed.encoder)
     assert straight.history == resumed.history
@@ -215,12 +197,12 @@ def test_same_seed_same_weights_and_other_seed_differs():
 def test_checkpoint_contents_and_log(tmp_path):
     res = run("slam_pcgrad", out_dir=tmp_path)
     ck = torch.load(res.checkpoint, weights_only=True)
-    assert ck["method"] == "slam_pcgrad" and ck["epoch"] == CFG.epochs
+    assert ck["method"] == "slam_pcgrad" and ck["step"] == CFG.steps and ck["format"] == 2
     assert ck["config"] == dataclasses.asdict(CFG)
-    assert {"model", "optimizer", "scheduler", "history", "epochs", "data"} <= set(ck)
+    assert {"model", "optimizer", "scheduler", "history", "summaries", "data"} <= set(ck)
     lines = [json.loads(x) for x in (tmp_path / C.LOG_NAME).read_text().splitlines()]
     assert sum(x["type"] == "step" for x in lines) == len(res.history)
-    assert sum(x["type"] == "epoch" for x in lines) == len(res.epochs)
+    assert sum(x["type"] == "summary" for x in lines) == len(res.summaries)
     enc = C.load_encoder(tmp_path, CFG)
     assert _same_weights(enc, res.encoder) and not enc.training
 
@@ -243,23 +225,28 @@ def test_mismatched_checkpoint_is_refused(tmp_path):
         C.load_encoder(tmp_path, dataclasses.replace(CFG, width=8))
     fresh = run("slam_ags", dataclasses.replace(CFG, lr=0.1), out_dir=tmp_path, resume=False)
     assert len(fresh.history) == 6
+    # where and how fast may change on resume: pool placement, read and checkpoint intervals
+    run("slam_ags", dataclasses.replace(CFG, lr=0.1, log_every=2, pool_placement="device"),
+        out_dir=tmp_path)
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("log_every", [1, 3])
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, log_every):
     calls = {"n": 0}
     real = S.similarity_loss
 
     def flaky(z1, z2, temperature):
         calls["n"] += 1
         out = real(z1, z2, temperature)
-        return out * float("nan") if calls["n"] == 5 else out  # epoch 2, step 4
+        return out * float("nan") if calls["n"] == 5 else out  # step 4
 
     monkeypatch.setattr(S, "similarity_loss", flaky)
-    with pytest.raises(P.NonFiniteLossError, match=r"step 4.*slam_ags") as err:
-        run("slam_ags", out_dir=tmp_path)
-    assert "epoch 1" in str(err.value)
+    cfg = dataclasses.replace(CFG, log_every=log_every)  # 3: found when step 5 is read
+    with pytest.raises(P.NonFiniteLossError, match=r"step 4 of strategy 'slam_ags'") as err:
+        run("slam_ags", cfg, out_dir=tmp_path)
+    assert "(step 3)" in str(err.value)
     ck = C.load_checkpoint(tmp_path)
-    assert ck["epoch"] == 1 and len(ck["history"]) == 3
+    assert ck["step"] == 3 and len(ck["history"]) == 3
 
 
 def test_bad_arguments():
@@ -303,8 +290,8 @@ def test_monitor_random_vs_collapsed():
         assert not warn_if_collapsed(r, "epoch 3")
 
 
-def test_monitor_is_logged_each_epoch():
+def test_monitor_is_logged_at_each_checkpoint():
     res = run("sim_only")
-    assert [e["epoch"] for e in res.epochs] == [0, 1, 2]
+    assert [e["step"] for e in res.summaries] == [0, 3, 6]
     assert all({"h_std", "h_erank", "z_std", "z_erank", "z_collapsed"} <= set(e)
-               for e in res.epochs)
+               for e in res.summaries)

@@ -8,7 +8,8 @@ import torch
 from torchjd.aggregation import PCGrad as TorchJDPCGrad
 
 from slamags_core.surgery import (METHODS, SurgeryStats, assign_gradients, combine,
-                                  param_sizes, pcgrad_weights, task_gradients)
+                                  param_sizes, pcgrad_weights, stacked_task_gradients,
+                                  task_gradients)
 
 D64 = torch.float64
 
@@ -296,3 +297,44 @@ def test_combine_validates_inputs():
         combine([g, g], "sum", sizes=[2, 1])
     with pytest.raises(ValueError, match="eps"):
         combine([g, g], "ags", eps=-1.0)
+
+
+# ----------------------------------------------------------------------------- GPU-path details
+def test_gram_is_float64_for_float32_gradients():
+    g = torch.Generator().manual_seed(7)
+    a = torch.randn(200_000, generator=g)
+    b = -a + 1e-3 * torch.randn(200_000, generator=g)  # nearly opposite: cancellation-prone
+    _, st = combine([a, b], "ags")
+    ref = (a.double() @ b.double()) / (a.double().norm() * b.double().norm())
+    assert st.cosine.dtype == torch.float64
+    assert abs(float(st.cosine[0, 1]) - float(ref)) < 1e-12
+
+
+def test_stacked_gradients_equal_the_list_and_combine_takes_them():
+    body, head_a, head_b = _two_head_model()
+    params = [*body.parameters(), *head_a.parameters(), *head_b.parameters()]
+    x1, x2 = torch.randn(5, 3), torch.randn(4, 3)
+    # two disjoint graphs (one forward each): no graph needs to be retained
+    losses = [head_a(body(x1)).pow(2).mean(), head_b(body(x2)).abs().mean()]
+    G = stacked_task_gradients(losses, params, retain_graph=False)
+    assert G.shape == (2, sum(param_sizes(params)))
+    again = task_gradients([head_a(body(x1)).pow(2).mean(), head_b(body(x2)).abs().mean()],
+                           params, retain_graph=False)
+    torch.testing.assert_close(G[0], again[0])
+    torch.testing.assert_close(G[1], again[1])
+    for method in METHODS:
+        a = combine(G, method, generator=torch.Generator().manual_seed(0))[0]
+        b = combine(list(G), method, generator=torch.Generator().manual_seed(0))[0]
+        assert torch.equal(a, b)
+
+
+def test_assigned_gradients_keep_the_parameters_memory_format():
+    conv = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+    params = list(conv.parameters())
+    assert params[0].is_contiguous(memory_format=torch.channels_last)
+    flat = torch.randn(sum(param_sizes(params)))
+    for _ in range(2):  # first assignment allocates, the second reuses
+        assign_gradients(params, flat)
+        w = params[0].grad
+        assert w.is_contiguous(memory_format=torch.channels_last) and w.stride() == params[0].stride()
+        torch.testing.assert_close(torch.cat([p.grad.reshape(-1) for p in params]), flat)

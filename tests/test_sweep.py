@@ -1,6 +1,8 @@
 """The witness-rate sweep: a smoke run over every method at two witness rates (MIL models,
 MIL-free scorers, diagnostics, per-bag predictions consistent with the rows), a 3-seed run with
-both embeddings (one pretraining serves h and z; verdicts appear), resume, report."""
+both embeddings (one pretraining serves h and z; verdicts appear), resume, report, shards and
+merge."""
+import json
 import math
 
 import numpy as np
@@ -8,12 +10,14 @@ import pytest
 
 from slamags_core import stats as ST
 from slamags_core import sweep as sweep_mod
+from slamags_core.__main__ import main
 from slamags_core.config import METHODS, MIL_MODELS, get_preset
 from slamags_core.pipeline import get_bags
-from slamags_core.predictions import predictions_path, read_bag_predictions
+from slamags_core.predictions import predictions_path, read_bag_predictions, write_bag_predictions
 from slamags_core.report import markdown_table, summarise
-from slamags_core.sweep import (COLUMNS, KEY, SVDD_SCORER, read_results, run_sweep,
+from slamags_core.sweep import (COLUMNS, KEY, SVDD_SCORER, merge_results, read_results, run_sweep,
                                 variant_preset, write_results)
+from slamags_core.utils import to_jsonable
 
 ONECLASS = "oneclass_knn"
 SLAM = ("slam_sum", "slam_pcgrad", "slam_ags")
@@ -266,3 +270,90 @@ def test_old_results_file_is_refused(tmp_path):
     with pytest.raises(ValueError, match="lacks the key columns"):
         write_results([{"method": "random", "mil": "abmil", "witness_rate": 0.1, "seed": 0}],
                       tmp_path / "r.csv")
+# ------------------------------------------------------------------ shards and merge
+
+GRID = dict(methods=["random", "simclr"], mil_models=["abmil"], witness_rates=[0.1], seeds=[0],
+            progress=False)
+
+
+def test_sharded_sweep_merges_to_the_same_results_as_one_run(smoke_sweep, tmp_path):
+    """Two shards of a grid, merged, equal the same cells of the one-process smoke sweep."""
+    one, _, _ = smoke_sweep
+    preset = get_preset("smoke")
+    for k in (1, 0):  # any order, as array jobs finish
+        part = run_sweep(preset, tmp_path, shard=(k, 2), **GRID)
+        assert {r["method"] for r in part} == {GRID["methods"][k]}
+    assert sorted(p.name for p in tmp_path.glob("results.shard-*")) == [
+        "results.shard-0-of-2.csv", "results.shard-0-of-2.json",
+        "results.shard-1-of-2.csv", "results.shard-1-of-2.json"]
+    assert not (tmp_path / "results.md").exists()  # the report is the merge's job
+    main(["merge", "--out", str(tmp_path)])
+    merged = {sweep_mod._key(r): r for r in read_results(tmp_path / "results.csv")}
+    single = {sweep_mod._key(r): r for r in read_results(one / "results.csv")
+              if r["method"] in GRID["methods"] and r["mil"] == "abmil" and r["witness_rate"] == 0.1}
+    assert merged.keys() == single.keys() and len(merged) == 2
+    for k, row in merged.items():
+        for m in sweep_mod.METRICS:
+            assert row[m] == single[k][m] or (math.isnan(row[m]) and math.isnan(single[k][m]))
+    assert (tmp_path / "results.md").stat().st_size > 0
+
+
+def _fake_shard(folder, k, n, rows, preset="smoke", grid=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = get_preset(preset).to_dict()
+    for f in ("witness_rates", "methods", "mil_models", "seeds"):
+        cfg.pop(f)
+    (folder / "config.json").write_text(json.dumps({"preset": to_jsonable(cfg)}))
+    stem = sweep_mod.shard_name((k, n))
+    write_results(rows, folder / f"{stem}.csv")
+    (folder / f"{stem}.json").write_text(json.dumps({"shard": [k, n], "grid": grid or {"g": 1}}))
+
+
+def test_merge_refuses_mixed_configurations_grids_and_missing_shards(tmp_path):
+    _fake_shard(tmp_path / "a", 0, 2, [_row("simclr", 0.1, 0, 0.6)])
+    _fake_shard(tmp_path / "b", 1, 2, [_row("slam_ags", 0.1, 0, 0.7)], preset="laptop")
+    with pytest.raises(ValueError, match="different configurations"):
+        merge_results([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+    _fake_shard(tmp_path / "c", 1, 3, [_row("slam_ags", 0.1, 0, 0.7)])
+    with pytest.raises(ValueError, match="another grid or shard count"):
+        merge_results([tmp_path / "a", tmp_path / "c"], tmp_path / "out")
+    with pytest.raises(ValueError, match=r"shards \[1\] of 2 are missing"):
+        merge_results([tmp_path / "a"], tmp_path / "out")
+    assert len(merge_results([tmp_path / "a"], tmp_path / "out", allow_partial=True)) == 1
+    _fake_shard(tmp_path / "d", 1, 2, [_row("simclr", 0.1, 0, 0.9)])  # same cell, other value
+    with pytest.raises(ValueError, match="different results"):
+        merge_results([tmp_path / "a", tmp_path / "d"], tmp_path / "out2")
+    _fake_shard(tmp_path / "e", 1, 2, [_row("slam_ags", 0.1, 0, 0.7)])
+    rows = merge_results([tmp_path / "a", tmp_path / "e"], tmp_path / "out3")
+    assert sorted(r["method"] for r in rows) == ["simclr", "slam_ags"]
+
+
+def test_merge_command_refuses_mixed_configurations_with_a_message(tmp_path, capsys):
+    _fake_shard(tmp_path / "a", 0, 2, [_row("simclr", 0.1, 0, 0.6)])
+    _fake_shard(tmp_path / "b", 1, 2, [_row("slam_ags", 0.1, 0, 0.7)], preset="laptop")
+    with pytest.raises(SystemExit, match="merge refused: .*different configurations"):
+        main(["merge", "--out", str(tmp_path / "out"), str(tmp_path / "a"), str(tmp_path / "b")])
+    assert not (tmp_path / "out" / "results.csv").exists()
+    main(["merge", "--out", str(tmp_path / "out"), str(tmp_path / "a"), "--partial"])
+    assert "merged 1 rows" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text", ["2/2", "1", "a/b", "-1/3"])
+def test_bad_shard(text):
+    with pytest.raises(ValueError, match="K/N"):
+        sweep_mod.parse_shard(text)
+
+
+def test_merge_gathers_the_per_bag_predictions_of_separate_folders(tmp_path):
+    files = {}
+    for k, (folder, method) in enumerate((("a", "simclr"), ("b", "slam_ags"))):
+        _fake_shard(tmp_path / folder, k, 2, [_row(method, 0.1, 0, 0.6)])
+        files[folder] = write_bag_predictions(
+            tmp_path / folder, method=method, mil="abmil", witness_rate=0.1, seed=0,
+            embedding="h", stain="per_bag", bag_ids=[0, 1], labels=[0, 1], scores=[0.2, 0.9])
+    merge_results([tmp_path / "a", tmp_path / "b"], tmp_path / "out", allow_partial=True)
+    got = sorted(p.name for p in (tmp_path / "out" / "predictions").iterdir())
+    assert got == sorted(f.name for f in files.values())
+    files["b"].rename(files["b"].with_name(files["a"].name))  # same cell, other content
+    with pytest.raises(ValueError, match="different predictions"):
+        merge_results([tmp_path / "a", tmp_path / "b"], tmp_path / "out", allow_partial=True)

@@ -33,7 +33,7 @@
 # nothing, and what the norm rescale buys.
 #
 # **Run time.** smoke: ~15 s on a 2-core CPU. laptop (default): ~2-3 min on a CPU (two short
-# pretraining runs of 2 epochs), seconds on a GPU.
+# pretraining runs of two passes over the pools), seconds on a GPU.
 
 # %%
 try:
@@ -203,10 +203,13 @@ fig.show()
 # %%
 bagset = load_or_build_bags(preset.cells, preset.bags)
 pos, neg = bagset.pretraining_pools()
-cfg = dataclasses.replace(preset.pretrain, epochs=min(preset.pretrain.epochs, 2))
+two_passes = 2 * math.ceil((len(pos) + len(neg)) / preset.pretrain.batch_size)  # ~2 epochs
+steps = min(preset.pretrain.steps, two_passes)
+cfg = dataclasses.replace(preset.pretrain, steps=steps,
+                          warmup_steps=min(preset.pretrain.warmup_steps, steps))
 print(f"pools: {len(pos)} positive-slide and {len(neg)} negative-slide patches "
       f"{pos.shape[1:]};  encoder={cfg.encoder} width={cfg.width} crop={cfg.crop_size} "
-      f"batch={cfg.batch_size} epochs={cfg.epochs}")
+      f"batch={cfg.batch_size} steps={cfg.steps} (two passes over the pools)")
 results = {}
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the collapse monitor may warn during so short a run
@@ -270,7 +273,7 @@ print(f"{len(calm)} of {len(h)} AGS steps had no conflict (identical to the sum 
 # gradients for every weight tensor of the encoder, averaged over a few batches, at
 # initialisation and after the two short runs. (At the laptop preset we saw every weight tensor
 # conflicting, the projection head most strongly — cosine about −0.6 to −0.7 at initialisation —
-# and every layer near −0.95 after two epochs.)
+# and every layer near −0.95 after two passes over the pools.)
 
 # %%
 def layer_cosines(encoder, n_batches=3, seed=123):
@@ -320,18 +323,18 @@ for m, colour in (("slam_sum", "black"), ("slam_ags", "crimson")):
                              line=dict(color=colour)), 1, 1)
     fig.add_trace(go.Scatter(y=series(m, "loss_sim"), name=m, legendgroup=m, showlegend=False,
                              line=dict(color=colour)), 1, 2)
-    ep = results[m].epochs
-    fig.add_trace(go.Scatter(x=[e["epoch"] for e in ep], y=[e["z_std"] for e in ep], name=m,
+    ep = results[m].summaries
+    fig.add_trace(go.Scatter(x=[e["step"] for e in ep], y=[e["z_std"] for e in ep], name=m,
                              legendgroup=m, showlegend=False, mode="lines+markers",
                              line=dict(color=colour)), 1, 3)
 fig.update_xaxes(title="step", row=1, col=1)
 fig.update_xaxes(title="step", row=1, col=2)
-fig.update_xaxes(title="epoch", row=1, col=3)
+fig.update_xaxes(title="step", row=1, col=3)
 fig.update_yaxes(type="log", row=1, col=2)
 fig.update_layout(height=340, width=1000)
 fig.show()
 for m, r in results.items():
-    e = r.epochs[-1]
+    e = r.summaries[-1]
     print(f"{m:9s} final NT-Xent {series(m, 'loss_con')[-1]:.3f}  similarity "
           f"{series(m, 'loss_sim')[-1]:.4f}  z_std {e['z_std']:.4f}  h_std {e['h_std']:.4f}")
 
@@ -344,5 +347,5 @@ for m, r in results.items():
 # * PCGrad removes the conflicting components; AGS keeps that direction but restores the plain
 #   sum's norm, so the optimiser's learning rate keeps its meaning. When the gradients do not
 #   conflict, AGS is exactly the plain sum.
-# * Two epochs are far too short to compare the *representations* — that is the job of notebooks
+# * Two passes over the pools are far too short to compare the *representations* — that is the job of notebooks
 #   04–08 (pretraining, MIL, retrieval, the witness-rate sweep).

@@ -23,8 +23,8 @@
 # gradients, the collapse monitor, and how linearly the abnormal cells separate in each embedding.
 #
 # **What you will learn.**
-# - how one training loop serves every strategy (a table of loss functions, not seven loops), with
-#   every patch once per epoch and positives/negatives in proportion in each step;
+# - how one training loop serves every strategy (a table of loss functions, not seven loops), for
+#   a budget of optimiser steps, with positives/negatives in proportion in each step;
 # - how an AGS step is computed without waste, checked by hand on a real batch;
 # - what the similarity loss does on its own (it collapses), and whether AGS changes SLAM's training;
 # - a **linear probe** on instance labels, a diagnostic the paper lacks;
@@ -33,8 +33,8 @@
 # **Run time.** `smoke` (CI): well under a minute on a CPU. `laptop` (the default): about 4-6
 # minutes on a 2-core CPU (six trained strategies of roughly half a minute each, plus the `sim_only`
 # demonstration, embeddings and probes); checkpoints are cached in `data/cache/checkpoints`, so a
-# second run (and notebooks 05-08) reuse them. `paper` on one H100: roughly 1-2 minutes per epoch
-# per strategy (150 epochs each) — run it as a batch job, see the last section.
+# second run (and notebooks 05-08) reuse them. `paper` (37,500 steps of ResNet-18 per strategy) is
+# a batch job for one or several GPUs, see the last section; its GPU time has not been measured yet.
 
 # %%
 try:
@@ -60,6 +60,7 @@ from plotly.subplots import make_subplots
 from torch.testing import assert_close
 
 from slamags_core import get_device, get_preset, set_seed
+from slamags_core import batching
 from slamags_core import pretrain as P
 from slamags_core.checkpoint import load_encoder
 from slamags_core.strategies import STRATEGIES
@@ -85,25 +86,28 @@ print(cfg)
 #
 # Pretraining only sees the **training** bags. Their patches form two pools: patches of
 # slide-positive bags (a few percent of them are witnesses, nobody knows which) and patches of
-# slide-negative bags (all normal). Every step holds patches of both pools **in proportion to the
-# pool sizes**, and every patch is used **exactly once per epoch**: one seeded permutation per pool,
-# split into the same number of steps. (The authors' loader overlapped consecutive batches by all
-# but one image and repeated each batch once per worker — both fixed here.)
+# slide-negative bags (all normal). The pools are not copies: they are index arrays into the bag
+# set's storage, a memory-mapped file on disk, so a set larger than the RAM trains all the same.
+#
+# The budget is a number of optimiser **steps** (`cfg.steps`), whatever the size of the pools. Every
+# step holds a fixed number of patches of each pool, **in proportion to the pool sizes**, taken from
+# successive shuffled **passes** over that pool: every patch once per pass, never twice in one step.
+# Step `s`'s patches depend only on `(seed, s)`, which makes a resumed run continue exactly. (The
+# authors' loader overlapped consecutive batches by all but one image and repeated each batch once
+# per worker — both fixed here.)
 
 # %%
 bags = get_bags(preset)
-pos, neg = bags.pretraining_pools()          # (n_pos, H, W, 3), (n_neg, H, W, 3) uint8
-n_steps = P.steps_per_epoch(len(pos), len(neg), cfg.batch_size)
-batches = P.epoch_batches(len(pos), len(neg), cfg.batch_size, P.epoch_generator(cfg.seed, 0))
-seen_pos = torch.cat([b[0] for b in batches])
-seen_neg = torch.cat([b[1] for b in batches])
-assert sorted(seen_pos.tolist()) == list(range(len(pos)))   # every positive patch once
-assert sorted(seen_neg.tolist()) == list(range(len(neg)))   # every negative patch once
-sizes = np.array([(len(p), len(n)) for p, n in batches])
+pos, neg = bags.pretraining_pools()          # PatchPool views: (n_pos, H, W, 3), (n_neg, H, W, 3)
+sampler = batching.BatchSampler(len(pos), len(neg), cfg.batch_size, cfg.seed)
+b_pos, b_neg = sampler.shares                 # patches of each pool per step
+per_pass = len(pos) // b_pos                  # steps per pass over the positive pool
+seen_pos = torch.cat([sampler.batch(s)[0] for s in range(per_pass)])
+assert len(set(seen_pos.tolist())) == len(seen_pos) == per_pass * b_pos  # no patch twice in a pass
 print(f"witness rate {bags.witness_rate}: {len(pos)} positive-bag and {len(neg)} negative-bag "
-      f"patches of {pos.shape[1]} px")
-print(f"{n_steps} steps per epoch; positives per step {sizes[:, 0].min()}-{sizes[:, 0].max()}, "
-      f"negatives per step {sizes[:, 1].min()}-{sizes[:, 1].max()}")
+      f"patches of {pos.shape[1]} px ({type(bags.images).__name__} storage of {len(bags.images)})")
+print(f"each step: {b_pos} positive + {b_neg} negative patches; one pass = {per_pass} steps; "
+      f"budget {cfg.steps} steps = {cfg.steps * cfg.batch_size / (len(pos) + len(neg)):.1f} passes")
 
 
 # %% [markdown]
@@ -179,9 +183,8 @@ table
 torch.manual_seed(cfg.seed)
 enc = build_encoder(cfg)
 params = list(enc.parameters())
-g = P.epoch_generator(cfg.seed, 0)
-pi, ni = P.epoch_batches(len(pos), len(neg), cfg.batch_size, g)[0]
-aug = Augmenter.from_config(cfg, generator=g)
+pi, ni = sampler.batch(0)                         # the first step's patches
+aug = Augmenter.from_config(cfg, generator=batching.augmentation_generator(cfg.seed, 0))
 p1, p2 = aug(pos[pi.numpy()])                    # (B_pos, 3, c, c) each
 n1, n2 = aug(neg[ni.numpy()], center_first=True)  # (B_neg, 3, c, c) each
 _, Z_pos = enc(torch.cat([p1, p2]))              # forward 1: (2 B_pos, proj_dim)
@@ -196,7 +199,7 @@ h_sim = g_sim - dot.clamp(max=0) / (g_con @ g_con) * g_con
 by_hand = h_con + h_sim
 if dot < 0:                                                     # AGS: rescale to |g_con + g_sim|
     by_hand = by_hand * (g_con + g_sim).norm() / by_hand.norm()
-g_ags, stats = surgery.combine([g_con, g_sim], "ags", generator=g)
+g_ags, stats = surgery.combine([g_con, g_sim], "ags", generator=batching.surgery_generator(cfg.seed, 0))
 assert_close(g_ags, by_hand)
 s = stats.to_dict()
 print(f"L_con={L_con.item():.4f}  L_sim={L_sim.item():.4f}  cos(g_con, g_sim)={s['cosine']:+.3f}  "
@@ -209,9 +212,10 @@ print(f"|sum|={s['norm_sum']:.4g}  |PCGrad|={s['norm_surgery']:.4g}  |AGS|={s['n
 # `pipeline.get_pretrained` calls `pretrain.pretrain` with a checkpoint folder named by the data
 # and config hash: a finished run is reloaded instantly (this is how notebooks 05-08 and the sweep
 # reuse these encoders), an interrupted one resumes exactly. The similarity loss on its own
-# (`sim_only`) goes through the same engine. The engine warns (`CollapseWarning`) after each epoch
-# whose monitor flags a collapse; the warnings are collected here and counted, and the table also
-# counts the flagged epochs stored in the checkpoint (so it is the same when a run was reloaded).
+# (`sim_only`) goes through the same engine. Every `cfg.checkpoint_every` steps the engine writes a
+# checkpoint and runs the collapse monitor; it warns (`CollapseWarning`) when the monitor flags a
+# collapse. The warnings are collected here and counted, and the table also counts the flagged
+# checkpoints stored in the checkpoint file (so it is the same when a run was reloaded).
 
 # %%
 results, rows = {}, []
@@ -224,12 +228,13 @@ for m in METHODS + ("sim_only",):
         else:  # the diagnostic run is not one of the sweep's methods: call the engine directly
             out = cache_dir() / "checkpoints" / run_key(preset, bags, m, cfg.seed)
             results[m] = P.pretrain(m, pos, neg, cfg, device=device, out_dir=out)
-    trained = results[m].epochs[1:]  # epoch 0 is the initialisation
+    trained = results[m].summaries[1:]  # step 0 is the initialisation
     rows.append({"method": m, "wall s (this call)": round(time.perf_counter() - t0, 1),
-                 "train s": round(sum(e["time_s"] for e in trained), 1), "epochs": len(trained),
+                 "train s": round(sum(e["time_s"] for e in trained), 1),
+                 "steps": len(results[m].history),
                  "final loss": trained[-1]["loss"] if trained else None,
-                 "epochs flagged collapsed": sum(e["z_collapsed"] or e["h_collapsed"]
-                                                 for e in trained),
+                 "checkpoints flagged collapsed": sum(e["z_collapsed"] or e["h_collapsed"]
+                                                      for e in trained),
                  "warnings now": sum(issubclass(w.category, CollapseWarning) for w in caught)})
 pd.DataFrame(rows).set_index("method")
 
@@ -242,7 +247,7 @@ pd.DataFrame(rows).set_index("method")
 # smooths the curves.
 
 # %%
-def curve(m, key, window=max(1, n_steps // 2)):
+def curve(m, key, window=max(1, per_pass // 2)):
     h = pd.DataFrame(results[m].history)
     return h["step"], h[key].rolling(window, min_periods=1).mean()
 
@@ -291,23 +296,23 @@ pd.DataFrame({m: {"mean cosine": np.mean([r["cosine"] for r in results[m].histor
 # %% [markdown]
 # ## 7 · Collapse monitor
 #
-# After every epoch the engine embeds a fixed held sample of patches and records, for the backbone
+# At every checkpoint the engine embeds a fixed held sample of patches and records, for the backbone
 # feature `h` and the projection `z`, the std of the L2-normalised embeddings times $\sqrt{D}$
 # (about 1 when spread over the sphere, 0 when collapsed to a point) and the effective rank
-# (Roy & Vetterli 2007: $\exp$ of the entropy of the normalised singular values). Epoch 0 is the
+# (Roy & Vetterli 2007: $\exp$ of the entropy of the normalised singular values). Step 0 is the
 # initialisation. `sim_only` shows what the similarity loss does on its own: all projections are
 # pulled to one point.
 
 # %%
-mon = pd.DataFrame([{"method": m, **e} for m, r in results.items() for e in r.epochs])
+mon = pd.DataFrame([{"method": m, **e} for m, r in results.items() for e in r.summaries])
 fig = make_subplots(2, 2, subplot_titles=("z: std x sqrt(D)", "z: effective rank",
                                           "h: std x sqrt(D)", "h: effective rank"))
 for m, d in mon.groupby("method", sort=False):
     for (row, col), key in zip([(1, 1), (1, 2), (2, 1), (2, 2)],
                                ["z_std_ratio", "z_erank", "h_std_ratio", "h_erank"]):
-        fig.add_trace(go.Scatter(x=d["epoch"], y=d[key], name=m, legendgroup=m,
+        fig.add_trace(go.Scatter(x=d["step"], y=d[key], name=m, legendgroup=m,
                                  showlegend=(row, col) == (1, 1), line_color=colors[m]), row, col)
-fig.update_xaxes(title_text="epoch", row=2)
+fig.update_xaxes(title_text="step", row=2)
 fig.update_layout(height=600)
 fig.show()
 final = mon.groupby("method", sort=False).last()
@@ -357,7 +362,7 @@ probe.pivot(index="method", columns="embedding",
 
 # %%
 def summary(m):
-    e, hist = results[m].epochs[-1], results[m].history
+    e, hist = results[m].summaries[-1], results[m].history
     p = probe.set_index(["method", "embedding"])
     return {"final L_con": e["loss_con"], "final L_sim": e["loss_sim"],
             "conflicting steps": np.mean([r["conflict"] for r in hist]),
@@ -375,69 +380,75 @@ cmp
 # %% [markdown]
 # ## 9 · Checkpoints, exact resume and throughput
 #
-# Each epoch writes `checkpoint.pt` atomically (config, method, epoch, model / optimiser / scheduler
-# state, history; loadable with `torch.load(..., weights_only=True)`) and appends to `log.jsonl`.
-# Every epoch's batches, augmentations and surgery orders come from a generator seeded by
-# `(seed, epoch)`, so a resumed run continues **exactly**: below, a short run stopped after one epoch
-# and resumed gives bit-identical weights to the same run done in one go (on a subsample so that it
-# takes seconds). A checkpoint written with another config, method or data is refused with a
-# `ValueError`; a NaN/inf loss stops training with an error naming the step and strategy while the
-# last good checkpoint stays in place.
+# Every `cfg.checkpoint_every` steps the engine writes `checkpoint.pt` atomically (config, method,
+# step, model / optimiser / scheduler state, history; loadable with
+# `torch.load(..., weights_only=True)`) and appends to `log.jsonl`. Step `s`'s patches,
+# augmentations and surgery order come from generators seeded by `(seed, s)`, so a resumed run
+# continues **exactly**: below, a short run stopped after 2 of 4 steps and resumed gives
+# bit-identical weights to the same run done in one go (on a subsample so that it takes seconds).
+# A checkpoint written with another config, method or data is refused with a `ValueError`; a
+# NaN/inf loss stops training with an error naming the step and strategy while the last good
+# checkpoint stays in place. (Losses stay on the device and are read every `cfg.log_every` steps,
+# so on a GPU the check costs no synchronisation per step.)
 
 # %%
 ckpt = results["slam_ags"].checkpoint
 print("checkpoint:", ckpt.relative_to(cache_dir()))
 print("files:", sorted(p.name for p in ckpt.parent.iterdir()))
-loaded = load_encoder(ckpt, dataclasses.replace(cfg, seed=cfg.seed))
+trained = results["slam_ags"].encoder                      # on `device` (embedding moved it there)
+loaded = load_encoder(ckpt, cfg, device=next(trained.parameters()).device)  # same device: comparable
 assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
-                                             results["slam_ags"].encoder.state_dict().values()))
+                                             trained.state_dict().values()))
 
-small = dataclasses.replace(cfg, epochs=2, warmup_epochs=1)
+small = dataclasses.replace(cfg, steps=4, warmup_steps=2, checkpoint_every=2)
 sub_pos, sub_neg = pos[: 2 * cfg.batch_size], neg[: 2 * cfg.batch_size]
 with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
     warnings.simplefilter("ignore", CollapseWarning)
     straight = P.pretrain("slam_ags", sub_pos, sub_neg, small, device="cpu", progress=False)
     P.pretrain("slam_ags", sub_pos, sub_neg, small, device="cpu", out_dir=tmp, progress=False,
-               stop_after=1)
+               stop_after=2)
     resumed = P.pretrain("slam_ags", sub_pos, sub_neg, small, device="cpu", out_dir=tmp,
                          progress=False)
 same = all(torch.equal(a, b) for a, b in zip(straight.encoder.state_dict().values(),
                                              resumed.encoder.state_dict().values()))
-print("2 epochs straight == 1 epoch + resume 1 epoch:", same)
+print("4 steps straight == 2 steps + resume for 2 more:", same)
 assert same
 
-speed = pd.DataFrame({m: {"patches/s": np.mean([e["patches_per_s"] for e in r.epochs[1:]]),
-                          "s/epoch": np.mean([e["time_s"] for e in r.epochs[1:]])}
-                      for m, r in results.items() if len(r.epochs) > 1}).T.round(1)
+speed = pd.DataFrame({m: {"patches/s": np.mean([e["patches_per_s"] for e in r.summaries[1:]]),
+                          "s per checkpoint period": np.mean([e["time_s"] for e in r.summaries[1:]])}
+                      for m, r in results.items() if len(r.summaries) > 1}).T.round(1)
 speed
 
 # %% [markdown]
-# The per-epoch throughput above includes the per-step surgery statistics. A clean, interleaved
+# The throughput above includes the per-step surgery statistics. A clean, interleaved
 # measurement of `simclr`, `slam_sum` (single backward), `slam_sum` with statistics and `slam_ags`,
 # with the ratio `step_time(slam_ags) / step_time(slam_sum)`, is
-# `python benchmarks/bench_pretrain.py` (JSON output; on a CUDA machine it adds the `paper` preset).
+# `python benchmarks/bench_pretrain.py` (JSON output; on a CUDA machine it adds the `paper` preset,
+# peak GPU memory and the model-FLOPs utilisation).
 #
-# ## 10 · Running the `paper` preset on a GPU
+# ## 10 · The `paper` preset: one GPU, several GPUs, a cluster
 #
 # The `paper` preset is the paper's scale: ResNet-18 from scratch with the 512-512-512 projection
-# head, 224 px random crops of 250 px patches, batches of 256, SGD lr 1e-3 with 10 warm-up epochs
-# and cosine decay, 150 epochs, bags of 1000 cells. The same engine runs it on CUDA with bfloat16
-# autocast and channels-last memory (optionally `torch.compile`, `PretrainConfig(compile=True)`),
-# and on Apple-silicon GPUs (MPS, without autocast). Pools up to 4 GiB are copied to the GPU once;
-# larger ones stay in pinned CPU memory and are transferred batch by batch.
+# head, 224 px random crops of 250 px patches, batches of 256, SGD lr 1e-3 with cosine decay after
+# a warm-up, bags of 1000 cells, and a budget of 37,500 steps (the paper's 150 epochs over 64,000
+# training patches). The same engine runs it on CUDA with bfloat16 autocast and channels-last
+# memory (optionally `torch.compile`, `PretrainConfig(compile=True)`), and on Apple-silicon GPUs
+# (MPS, without autocast). The bag set lives on disk as memory-mapped arrays (about 21 GB per
+# witness rate); the pools (about 12 GB) are copied to the GPU when they take at most half of its
+# free memory, otherwise each step's patches are read one step ahead into pinned memory.
 #
 # ```bash
-# # on a CUDA machine, from the repository root
-# SLAMAGS_PRESET=paper jupyter nbconvert --to notebook --execute notebooks/04_pretraining.ipynb \
-#     --output /tmp/04_paper.ipynb --ExecutePreprocessor.timeout=-1
-# # or the whole witness-rate experiment as a batch job (checkpoints resume after interruption)
-# python -m slamags_core sweep --preset paper --out runs/paper
-# # throughput of the paper encoder with AMP (images/s and the GPU's name)
-# python benchmarks/bench_pretrain.py
+# # one encoder on one GPU (checkpointed; run the same command again to continue)
+# python -m slamags_core pretrain --preset paper --method slam_ags --witness-rate 0.01
+# # the same encoder on 4 GPUs of one machine (DistributedDataParallel; same global batch)
+# torchrun --nproc_per_node=4 -m slamags_core pretrain --preset paper --method slam_ags --witness-rate 0.01
+# # the whole witness-rate experiment, spread over 8 jobs (e.g. a Slurm array), then merged
+# python -m slamags_core sweep --preset paper --out runs/paper --shard 0/8   # ... up to 7/8
+# python -m slamags_core merge --out runs/paper
 # ```
 #
-# Every run checkpoints each epoch, so an interrupted job picks up where it stopped when started
-# again with the same preset.
+# `docs/scale.md` explains the choices (BatchNorm across GPUs, the deterministic mode and its cost,
+# memory) and the README gives the Slurm script.
 #
 # **Things to try.** Run with `seed=1` and see which differences survive; set
 # `PretrainConfig(embedding="z")` for the downstream notebooks; compare `slam_pcgrad` (projection
