@@ -9,8 +9,9 @@
 
 All losses work on cosine similarities of L2-normalised embeddings, accept any floating dtype
 and device, and compute in float32 (autocast disabled) when given float16/bfloat16 inputs, so
-they can sit inside a ``torch.autocast`` region. Notation: B = batch size, D = embedding width,
-N = 2B stacked views, s_ij = cosine similarity, t = temperature.
+they can sit inside a ``torch.autocast`` region. Notation (docs/notation.md): B = patches in the
+batch, 2B stacked views (two per patch), D = embedding width, s_ij = cosine similarity,
+t = temperature; V = number of views in :func:`supcon`.
 """
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.07) -> Tensor:
         L = mean_i -log( exp(s_i,p(i) / t) / sum_{k != i} exp(s_ik / t) )
 
     computed as ``logsumexp_{k != i}(s_ik / t) - s_i,p(i) / t`` (numerically stable).
-    SLAM-AGS uses t = 0.07 (SimCLR's own default is 0.5).
+    SLAM-AGS uses t = 0.07 (SimCLR's paper used 0.1 on ImageNet and 0.5 on CIFAR-10).
 
     Reference: Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive Learning
     of Visual Representations", ICML 2020; Acerbis et al., SLAM-AGS, ISBI 2026 (task 1).
@@ -99,7 +100,7 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.07) -> Tensor:
 def similarity_loss(z1: Tensor, z2: Tensor, temperature: float = 0.07) -> Tensor:
     """SLAM-AGS weakly supervised task: alignment of all slide-negative views.
 
-    Over the N = 2B stacked unit views::
+    Over the 2B stacked unit views::
 
         L_sim = (t / t_base) * (1 - mean_{i != j} s_ij) / t,   with t = t_base (factor 1)
 
@@ -110,7 +111,7 @@ def similarity_loss(z1: Tensor, z2: Tensor, temperature: float = 0.07) -> Tensor
     every view at the same point (L = 0). Alone it therefore collapses the encoder; SLAM-AGS
     pairs it with NT-Xent on the positive slides to prevent that.
 
-    Since ``sum_{i,j} s_ij = |sum_i u_i|^2`` the mean is computed in O(N D), and equivalently
+    Since ``sum_{i,j} s_ij = |sum_i u_i|^2`` the mean is computed in O(B D), and equivalently
     ``L_sim = mean_{i != j} |u_i - u_j|^2 / (2 t)`` (the alignment form, Wang & Isola 2020).
 
     Reference: Acerbis et al., SLAM-AGS, ISBI 2026 (task 2; authors' code).
@@ -121,8 +122,8 @@ def similarity_loss(z1: Tensor, z2: Tensor, temperature: float = 0.07) -> Tensor
         temperature: t > 0 (paper: 0.07).
 
     Returns:
-        Scalar loss in [0, N / ((N - 1) t)]: 0 at complete collapse, the maximum when the views
-        sum to zero (mean off-diagonal cosine -1/(N-1)).
+        Scalar loss in [0, 2B / ((2B - 1) t)]: 0 at complete collapse, the maximum when the
+        views sum to zero (mean off-diagonal cosine -1/(2B - 1)).
 
     Raises:
         ValueError: for B < 2, a temperature that is not a finite number > 0, mismatched
@@ -155,23 +156,23 @@ def supcon(z: Tensor, labels: Tensor, temperature: float = 0.07) -> Tensor:
     reference code is 1 here (t = t_base).
 
     With ONE label (P(i) = A(i)) each anchor's term is ``logsumexp_a(s_ia/t) - mean_a(s_ia/t)
-    >= log(N - 1)`` (Jensen), with equality iff all of anchor i's similarities are equal. So
-    complete collapse (all s = 1) and an equiangular simplex (all s = -1/(N-1), needs
-    D >= N - 1) both reach the minimum log(N - 1): the loss cannot tell them apart. This is why
-    SLAM-AGS drops the denominator (:func:`similarity_loss`).
+    >= log(V - 1)`` (Jensen), with equality iff all of anchor i's similarities are equal. So
+    complete collapse (all s = 1) and an equiangular simplex (all s = -1/(V-1), needs
+    D >= V - 1) both reach the minimum log(V - 1): the loss cannot tell them apart. This is why
+    the authors' code drops the denominator (:func:`similarity_loss`).
 
     Reference: Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020, eq. 2.
 
     Args:
-        z: (N, D) embeddings, all views stacked (e.g. ``torch.cat([z1, z2])``).
-        labels: (N,) integer labels.
+        z: (V, D) embeddings, all V views stacked (e.g. ``torch.cat([z1, z2])``, V = 2B).
+        labels: (V,) integer labels.
         temperature: t > 0.
 
     Returns:
         Scalar loss.
 
     Raises:
-        ValueError: for N < 2, temperature <= 0, mismatched shapes, or (labels on the CPU) no
+        ValueError: for V < 2, temperature <= 0, mismatched shapes, or (labels on the CPU) no
             anchor with a positive. On an accelerator that last check is skipped to avoid a host
             sync, and such a batch gives NaN. Also for a ``z`` that is not floating point.
 

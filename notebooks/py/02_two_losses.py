@@ -22,15 +22,26 @@
 # 1. **NT-Xent** (SimCLR) on patches from slide-**positive** bags: two views of the same patch
 #    are pulled together, everything else is pushed apart.
 # 2. The **similarity (alignment) loss** on patches from slide-**negative** bags: every negative
-#    view is pulled towards every other — on its own it collapses the encoder to a point.
+#    view is pulled towards every other — on its own it collapses free embeddings and a small MLP
+#    to a point (in the CNN of notebook 04 it is the projection `z` that ends collapsed, while the
+#    backbone feature `h` keeps some spread: check it in notebook 04, §7).
 #
 # **What you will learn.** The formulas step by step and checked against `slamags_core.losses`;
-# what each loss does to free embeddings; how the temperature `t = 0.07` sharpens NT-Xent; why
-# textbook SupCon with a single label is *degenerate* (collapse and a maximally spread simplex get
-# the same value), which is why the paper drops its denominator.
+# what each loss does to free embeddings; how the temperature `t = 0.07` sharpens NT-Xent and, in
+# the similarity loss, acts as a task weight; why textbook SupCon with a single label is
+# *degenerate* (collapse and a maximally spread simplex get the same value), which is why the
+# authors' code drops its denominator (the parts of the paper we could read do not say).
 #
-# **Run time.** A few seconds on any CPU in both presets (`smoke`/`laptop`): everything here is a
-# toy of a few dozen vectors. No GPU needed.
+# **Run time.** About 15 s (`smoke`) to 30-40 s (`laptop`) of CPU time on a 2-core CPU: everything
+# here is a toy of a few dozen vectors, optimised for a few hundred steps. No GPU needed.
+#
+# **Notation.** `B` patches, `2B` views `i, j`; `z_i` a projection, `u_i = z_i / ‖z_i‖`, `s_ij = u_i · u_j`
+# the cosine similarity, `p(i)` the partner view, `t` the temperature, `L_con` (NT-Xent) and
+# `L_sim` (similarity) the two SLAM losses, `h` and `z` the encoder's feature and projection. Every
+# symbol of the course: [docs/notation.md](../docs/notation.md).
+#
+# **Exercises** at the end, each with an automatic check: NT-Xent and the similarity loss from
+# their formulas, and one-label SupCon.
 
 # %%
 try:
@@ -67,13 +78,13 @@ print(f"preset={preset.name}  seed={preset.pretrain.seed}  device={device}  "
 # ## 1 · NT-Xent, derived on 4 patches in 2-D
 #
 # A batch of `B` patches gives `2B` views after two augmentations. Stack them as
-# `U = [u_1 … u_2B]`, each L2-normalised, and let `s_ik = u_i · u_k` (cosine similarity). View
+# `U = [u_1 … u_2B]`, each L2-normalised, and let `s_ij = u_i · u_j` (cosine similarity). View
 # `i`'s partner is `p(i) = i ± B`. NT-Xent is a `2B − 1`-way classification per view — find your
 # partner among all other views:
 #
 # $$L_\text{con} = \frac{1}{2B}\sum_{i=1}^{2B} -\log
-# \frac{\exp(s_{i,p(i)}/t)}{\sum_{k\ne i}\exp(s_{ik}/t)}
-# = \frac{1}{2B}\sum_i \Big(\operatorname{logsumexp}_{k\ne i}(s_{ik}/t) - s_{i,p(i)}/t\Big).$$
+# \frac{\exp(s_{i,p(i)}/t)}{\sum_{j\ne i}\exp(s_{ij}/t)}
+# = \frac{1}{2B}\sum_i \Big(\operatorname{logsumexp}_{j\ne i}(s_{ij}/t) - s_{i,p(i)}/t\Big).$$
 #
 # The right-hand form is what the package computes (stable for small `t`).
 
@@ -88,7 +99,7 @@ t = 0.5
 U = F.normalize(torch.cat([z1, z2]), dim=1)       # (2B, 2) unit views
 S = U @ U.T                                        # (2B, 2B) cosine similarities
 partner = (torch.arange(2 * B) + B) % (2 * B)      # p(i)
-logits = (S / t).masked_fill(torch.eye(2 * B, dtype=torch.bool), -math.inf)  # drop k = i
+logits = (S / t).masked_fill(torch.eye(2 * B, dtype=torch.bool), -math.inf)  # drop j = i
 per_view = torch.logsumexp(logits, 1) - S[torch.arange(2 * B), partner] / t  # (2B,)
 by_hand = per_view.mean()
 print(f"by hand: {by_hand:.6f}   package: {nt_xent(z1, z2, t):.6f}")
@@ -97,7 +108,7 @@ assert_close(by_hand, nt_xent(z1, z2, t))
 # %%
 views = U.numpy()
 fig = make_subplots(rows=1, cols=2, subplot_titles=("unit views (colour = patch)",
-                                                    "cosine similarity s_ik"))
+                                                    "cosine similarity s_ij"))
 colours = px.colors.qualitative.Plotly
 for b in range(B):
     for v, sym in ((b, "circle"), (b + B, "diamond")):
@@ -112,16 +123,32 @@ fig.update_layout(height=380, width=820)
 fig.show()
 
 # %% [markdown]
+# *What you should see:* left, each colour's circle and diamond (the two views of one patch) sit
+# close together on the unit circle; right, a bright diagonal (`s_ii = 1`) and two bright
+# off-diagonals at `±B` (partners), the other entries lower.
+#
 # **Check against an oracle.** The package's NT-Xent is also tested against
 # pytorch-metric-learning's `NTXentLoss` (same temperature convention; labels `0..B−1` twice make
-# the partners the positives). Two limits you can verify by hand: total collapse gives every
-# logit the same value, so `L = log(2B − 1)` — chance level; a perfect solution (partners equal,
-# all others orthogonal) gives `log(1 + (2B−2)e^{−1/t})`.
+# the partners the positives). Three configurations you can verify by hand: total collapse gives
+# every logit the same value, so `L = log(2B − 1)` — chance level; a **reference configuration**
+# (partners equal, all other patches orthogonal, which needs `D ≥ B`) gives
+# `log(1 + (2B − 2) exp(−1/t))`. The reference configuration is *not* the optimum: the `B` patches
+# placed on a regular simplex (pairwise cosine `−1/(B − 1)`, partners equal) score lower, because
+# the other views are then pushed below orthogonal. The cell checks all three with `B = 4` in
+# `D = 4`.
 
 # %%
 c = torch.ones(B, 2, dtype=torch.float64)
 assert_close(nt_xent(c, c, t), torch.tensor(math.log(2 * B - 1), dtype=torch.float64))
 print(f"collapsed: {nt_xent(c, c, t):.4f} = log(2B-1) = {math.log(2 * B - 1):.4f}")
+eye = torch.eye(B, dtype=torch.float64)                  # B orthogonal patches in D = B
+reference = nt_xent(eye, eye.clone(), t)
+assert_close(reference, torch.tensor(math.log(1 + (2 * B - 2) * math.exp(-1 / t)), dtype=torch.float64))
+simplex_B = F.normalize(eye - 1 / B, dim=1)              # pairwise cosine -1/(B-1)
+on_simplex = nt_xent(simplex_B, simplex_B.clone(), t)
+print(f"reference configuration: {reference:.4f} = log(1 + (2B-2) exp(-1/t));  "
+      f"simplex: {on_simplex:.4f} (lower)")
+assert on_simplex < reference
 
 
 # %% [markdown]
@@ -181,22 +208,27 @@ def sphere_plot(before, after, title):
 sphere_plot(start, end, "NT-Xent on free embeddings (colour = patch, both views)")
 
 # %% [markdown]
+# *What you should see:* before, the 12 points lie anywhere; after, the two points of each colour
+# coincide and the six pairs are spread over the sphere (the printed partner cosines and mean
+# cosine say the same in numbers).
+
+# %% [markdown]
 # ## 3 · The similarity loss: alignment of all negative views
 #
 # Every view of a slide-negative patch carries the same label, "negative". SLAM-AGS pulls all of
 # them together:
 #
-# $$L_\text{sim} = \frac{t}{t_\text{base}}\cdot\frac{1 - \frac{1}{N(N-1)}\sum_{i\ne j} s_{ij}}{t},
-# \qquad N = 2B,\ t = t_\text{base} = 0.07 .$$
+# $$L_\text{sim} = \frac{t}{t_\text{base}}\cdot\frac{1 - \frac{1}{2B(2B-1)}\sum_{i\ne j} s_{ij}}{t},
+# \qquad t = t_\text{base} = 0.07 ,$$
 #
-# Because $\sum_{i,j}s_{ij} = \lVert\sum_i u_i\rVert^2$ the package computes it in $O(ND)$; and
-# since $\lVert u_i-u_j\rVert^2 = 2-2s_{ij}$ it is exactly Wang & Isola's *alignment* term,
-# $L_\text{sim} = \frac{1}{2t}\,\text{mean}_{i\ne j}\lVert u_i-u_j\rVert^2$.
+# over the `2B` views. Because $\sum_{i,j}s_{ij} = \lVert\sum_i u_i\rVert^2$ the package computes it
+# in $O(BD)$; and since $\lVert u_i-u_j\rVert^2 = 2-2s_{ij}$ it is exactly Wang & Isola's *alignment*
+# term, $L_\text{sim} = \frac{1}{2t}\,\text{mean}_{i\ne j}\lVert u_i-u_j\rVert^2$.
 
 # %%
 t = preset.pretrain.temperature
-N = 2 * B
-off = ~torch.eye(N, dtype=torch.bool)
+n_views = 2 * B
+off = ~torch.eye(n_views, dtype=torch.bool)
 by_hand = (1 - S[off].mean()) / t
 alignment = torch.cdist(U, U).pow(2)[off].mean() / (2 * t)
 print(f"by hand {by_hand:.5f}   alignment form {alignment:.5f}   "
@@ -210,7 +242,9 @@ assert_close(alignment, similarity_loss(z1, z2, t))
 # Optimise the same kind of free embeddings with the similarity loss only: every view slides to
 # one point, the loss goes to 0 and the mean cosine to 1. Then a tiny encoder (an MLP on random
 # "images"): its outputs for *different inputs* collapse as well — the network learns to ignore
-# its input. This is the model collapse that SLAM-AGS's NT-Xent task (and AGS) must prevent.
+# its input. This is the model collapse that SLAM-AGS's NT-Xent task (and AGS) must prevent. In
+# the real CNN the loss acts on the projection `z`, and it is `z` that collapses; the backbone
+# feature `h` below the projection head can keep its spread (notebook 04, §7, measures both).
 
 # %%
 free1 = torch.randn(B6, 3, generator=gen, requires_grad=True)
@@ -222,6 +256,10 @@ print(f"similarity loss {hist_sim[0]:.3f} -> {hist_sim[-1]:.5f}; mean cosine "
       f"{mean_offdiag_cos(start):+.3f} -> {mean_offdiag_cos(end):+.4f}")
 assert mean_offdiag_cos(end) > 0.99
 sphere_plot(start, end, "similarity loss alone on free embeddings: collapse")
+
+# %% [markdown]
+# *What you should see:* after optimisation all 12 points sit on one spot of the sphere, whatever
+# their colour.
 
 # %%
 torch.manual_seed(preset.pretrain.seed)
@@ -251,14 +289,17 @@ fig.update_layout(height=330, width=820, showlegend=False)
 fig.show()
 
 # %% [markdown]
+# *What you should see:* the loss falls towards 0 and the output spread falls by the factor
+# printed above: the MLP maps 64 different inputs to nearly one output.
+#
 # ## 4 · Temperature
 #
 # `t` divides every similarity before the softmax. Small `t` (SLAM-AGS: 0.07) makes the softmax
 # over the `2B − 1` candidates sharp: the loss is dominated by the *hardest* negatives (those most
-# similar to the anchor). Large `t` (SimCLR's default 0.5 and above) spreads the weight over all
-# negatives. Below: the softmax weight each candidate gets for anchor 0 of the toy batch, and the
-# NT-Xent loss, as a function of `t`. Move the slider (it needs a live kernel; the static curve
-# below it does not).
+# similar to the anchor). Larger `t` (SimCLR's paper used 0.1 on ImageNet and 0.5 on CIFAR-10)
+# spreads the weight over more negatives. Below: the softmax weight each candidate gets for anchor
+# 0 of the toy batch, and the NT-Xent loss, as a function of `t`. Move the slider (it needs a live
+# kernel; the static curve below it does not).
 
 # %%
 Z1, Z2 = z1.float(), z2.float()
@@ -285,6 +326,11 @@ slider = widgets.FloatLogSlider(value=0.07, base=10, min=-2, max=1, step=0.05,
                                 description="temperature")
 display(widgets.interactive(show_temperature, temp=slider))
 
+# %% [markdown]
+# *What you should see:* at `t = 0.07` one bar, the partner (view 4), holds almost all of anchor
+# 0's weight (the title prints it); in a live kernel, larger `t` spreads the weight over the other
+# views.
+
 # %%
 temps = np.logspace(-2, 1, 40)
 fig = make_subplots(rows=1, cols=2, subplot_titles=("NT-Xent of the toy batch",
@@ -297,6 +343,37 @@ fig.update_layout(height=320, width=820, showlegend=False)
 fig.show()
 
 # %% [markdown]
+# *What you should see:* as `t` grows the NT-Xent value rises towards `log(2B − 1)` and the
+# partner's softmax weight falls from nearly 1 towards `1 / (2B − 1)`: a large temperature stops
+# telling the partner apart from the rest.
+#
+# **In the similarity loss, `1/t` is a task weight.** `L_sim` has no softmax, so `t` only divides
+# it: `L_sim(t) = t_1 · L_sim(t_1) / t` for any two temperatures, and its gradient scales exactly as
+# `1/t`. When SLAM-AGS adds `L_con` and `L_sim` on one encoder, `t` therefore also sets the ratio
+# `‖g_sim‖ : ‖g_con‖` of the two task gradients — lowering `t` makes the similarity task heavier,
+# on top of sharpening NT-Xent. The cell checks both on the toy batch. (The toys here use larger
+# temperatures than the paper's 0.07 — 0.5 in §1, 0.2 in §2 — because with a handful of 2-D or 3-D
+# points a temperature of 0.07 puts almost all the softmax weight on one view and hides what the
+# figures show; Adam, which drives the free-embedding toys, takes steps that do not depend on a
+# loss's overall scale, so the `1/t` weight does not change those runs.)
+
+# %%
+def grad_norms(temp):
+    # norms of the gradients of L_con and L_sim with respect to the toy projections
+    Zc = torch.cat([z1, z2]).clone().requires_grad_(True)
+    g_con = torch.autograd.grad(nt_xent(*Zc.chunk(2), temp), Zc)[0]
+    g_sim = torch.autograd.grad(similarity_loss(*Zc.chunk(2), temp), Zc)[0]
+    return g_con.norm().item(), g_sim.norm().item()
+
+
+for temp in (0.07, 0.2, 0.5):
+    n_con, n_sim = grad_norms(temp)
+    print(f"t = {temp:4}: |g_con| = {n_con:7.4f}  |g_sim| = {n_sim:7.4f}  |g_sim|/|g_con| = "
+          f"{n_sim / n_con:6.2f}  t * |g_sim| = {temp * n_sim:.4f}")
+assert math.isclose(0.07 * grad_norms(0.07)[1], 0.5 * grad_norms(0.5)[1], rel_tol=1e-9)
+print(f"from t = 0.5 to t = 0.07 the similarity gradient grows {0.5 / 0.07:.2f}x")
+
+# %% [markdown]
 # ## 5 · Why not textbook SupCon with one label? It is degenerate
 #
 # SupCon (Khosla et al., NeurIPS 2020) with positives $P(i)$ and all others $A(i)$:
@@ -304,12 +381,12 @@ fig.show()
 # $$L_\text{out} = \frac{1}{N}\sum_i \frac{-1}{|P(i)|}\sum_{p\in P(i)}
 # \log\frac{\exp(s_{ip}/t)}{\sum_{a\in A(i)}\exp(s_{ia}/t)} .$$
 #
-# With **one** label, $P(i) = A(i)$ and each anchor's term is
-# $\operatorname{logsumexp}_a(s_{ia}/t) - \operatorname{mean}_a(s_{ia}/t) \ge \log(N-1)$ by
+# With **one** label, $P(i) = A(i)$ and over $2B$ views each anchor's term is
+# $\operatorname{logsumexp}_a(s_{ia}/t) - \operatorname{mean}_a(s_{ia}/t) \ge \log(2B-1)$ by
 # Jensen's inequality, with **equality iff all of the anchor's similarities are equal**. So:
 #
 # * complete collapse ($s_{ij}=1$) and the maximally spread *equiangular simplex*
-#   ($s_{ij} = -1/(N-1)$, which needs $D \ge N-1$) give exactly the same value $\log(N-1)$;
+#   ($s_{ij} = -1/(2B-1)$, which needs $D \ge 2B-1$) give exactly the same value $\log(2B-1)$;
 # * so does every configuration in between with equal pairwise cosines;
 # * configurations that are *not* equiangular (random points; 4 points on a circle — the most
 #   spread set in 2-D) give strictly more.
@@ -318,7 +395,8 @@ fig.show()
 # alignment at all. Dropping the denominator (the similarity loss) leaves only the attraction
 # term, which separates the two ends of the valley: 0 at collapse, maximal at the simplex.
 # (pytorch-metric-learning's `SupConLoss` sidesteps the issue differently: it returns 0 when a
-# batch has no negative pair.)
+# batch has no negative pair.) The cell below walks from the simplex to collapse with `2B = 6`
+# views (`Nd` in the code; its printout writes `N` for `2B`).
 
 # %%
 Nd = 6
@@ -351,11 +429,80 @@ fig.update_layout(title="from the equiangular simplex (beta=0) to collapse (beta
 fig.show()
 
 # %% [markdown]
+# *What you should see:* the one-label SupCon curve is flat — the same value `log(2B − 1)` (printed
+# above) from the simplex to collapse — while the similarity loss falls steadily from its maximum at
+# the simplex to 0 at collapse.
+
+# %% [markdown]
 # ## Take-aways
 #
 # * NT-Xent = find your partner among `2B − 1` views; aligns pairs and spreads the rest; `t`
 #   sets how hard it focuses on the closest negatives.
-# * The similarity loss = alignment of all negative-slide views; alone it collapses the encoder.
+# * The similarity loss = alignment of all negative-slide views; alone it collapses what it acts on (`z`).
 # * One-label SupCon cannot distinguish collapse from maximal spread — which is why SLAM-AGS
 #   uses the denominator-free alignment loss, and needs NT-Xent (plus gradient surgery, notebook
 #   03) to keep the representation from collapsing.
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise asks for one function. The cell under it calls a grader from
+# `slamags_core.exercises`, which runs your function next to the package's on random and edge-case
+# inputs (different batch sizes and temperatures, unnormalised rows, collapse, float32, gradients)
+# and tells you which input failed, what was expected, what you returned and — if your answer
+# matches a typical mistake — which one. Until you write the function, the check says *not
+# attempted*. Use torch operations only, so that autograd can differentiate your loss. (Teachers:
+# worked solutions are in `notebooks/solutions/`; see `docs/teaching.md`.)
+
+# %%
+from slamags_core import exercises
+
+# %% [markdown]
+# ### Exercise 1 · NT-Xent from the formula
+#
+# Write `my_nt_xent(z1, z2, temperature)` for two `(B, D)` batches of projections (row `b` of `z1`
+# and row `b` of `z2` are the two views of patch `b`), returning the scalar `L_con` of §1. Two things
+# the grader will test: every view is an anchor (all `2B` of them), and a small temperature must
+# not overflow (`exp(1 / 0.01)` does not fit in float32).
+
+# %% tags=["exercise"]
+def my_nt_xent(z1, z2, temperature):
+    # your code here
+    raise NotImplementedError("exercise 1: my_nt_xent")
+
+
+# %% tags=["exercise-check"]
+exercises.check_nt_xent(my_nt_xent)
+
+# %% [markdown]
+# ### Exercise 2 · The similarity loss
+#
+# Write `my_similarity_loss(z1, z2, temperature)`: `L_sim` of §3 over the `2B` stacked unit views.
+# Then answer from the formula: what does `my_similarity_loss` return when all views are equal, and
+# when the views sum to zero?
+
+# %% tags=["exercise"]
+def my_similarity_loss(z1, z2, temperature):
+    # your code here
+    raise NotImplementedError("exercise 2: my_similarity_loss")
+
+
+# %% tags=["exercise-check"]
+exercises.check_similarity_loss(my_similarity_loss)
+
+# %% [markdown]
+# ### Exercise 3 · One-label SupCon, and its flat valley
+#
+# Write `one_label_supcon(z, temperature)` for `(V, D)` stacked views that all carry the same label:
+# the mean over anchors `i` of `logsumexp_{a≠i}(s_ia / t) − mean_{a≠i}(s_ia / t)` (§5). Once it
+# passes, evaluate it at collapse and on the simplex of §5 (`simplex` in the cell there) and
+# explain with Jensen's inequality why both give `log(V − 1)`.
+
+# %% tags=["exercise"]
+def one_label_supcon(z, temperature):
+    # your code here
+    raise NotImplementedError("exercise 3: one_label_supcon")
+
+
+# %% tags=["exercise-check"]
+exercises.check_one_label_supcon(one_label_supcon)
