@@ -26,8 +26,9 @@
 #
 # **Run time.** `smoke` preset: the notebook runs a tiny sweep itself (~1–2 min on 2 CPU cores).
 # Default (`laptop`): it *loads* the results of the README's main command (`python3 dev.py run`,
-# ≈ 30 min on 2 CPU cores) from `outputs/sweep/` — set `SLAMAGS_RESULTS` to point elsewhere. If no
-# results are found, it runs a reduced sweep (2 witness rates) itself. `paper` preset: GPU hours;
+# one seed; its run time on 2 CPU cores is in the README's *Results* section) from
+# `outputs/sweep/` — set `SLAMAGS_RESULTS` to point elsewhere. If no results are found, it runs a
+# reduced sweep itself (2 of the 4 witness rates: about half the main job). `paper` preset: GPU hours;
 # run the CLI, then open this notebook on its output folder.
 
 # %%
