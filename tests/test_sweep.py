@@ -358,3 +358,25 @@ def test_merge_gathers_the_per_bag_predictions_of_separate_folders(tmp_path):
     files["b"].rename(files["b"].with_name(files["a"].name))  # same cell, other content
     with pytest.raises(ValueError, match="different predictions"):
         merge_results([tmp_path / "a", tmp_path / "b"], tmp_path / "out", allow_partial=True)
+
+
+def test_protocol_cost_benchmark_reads_a_sweep(smoke_sweep):
+    """benchmarks/protocol_cost.py: stage totals of a finished sweep, and a cost model that gives
+    back the measured total for the measured design."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "protocol_cost.py"
+    spec = importlib.util.spec_from_file_location("protocol_cost", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out, rows, _ = smoke_sweep
+    m = mod.measured(out)
+    assert m["rows"] == len(rows) and m["grid_cells"] == 2 and m["bag_size"] == 40
+    assert set(m["unit"]["pretrain_s_per_run"]) == set(METHODS)
+    assert m["unit"]["render_s_per_cell"] > 0 and m["total"]["embed_s"] > 0
+    predicted = mod.predict(m, tuple(m["design"]), n_wr=2)
+    svdd = sum(r["mil_s"] for r in rows if r["mil"] == SVDD_SCORER)  # not in the model
+    assert predicted == pytest.approx(m["total"]["sum_s"] - svdd, rel=0.05)
+    bigger = mod.predict(m, (m["design"][0], m["design"][1], 4 * m["design"][2]), n_wr=2)
+    assert bigger > predicted
