@@ -334,7 +334,7 @@ def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | N
         pretrain_s = time.perf_counter() - t0
         if not ctx.is_main:  # embedding, diagnostics and MIL are cheap: rank 0 alone
             continue
-        run = collapse_columns(getattr(result, "summaries", None) or result.epochs)
+        run = collapse_columns(result.summaries)  # the last checkpoint summary
         n_test = len(bagset.split_bags("test"))
         for embedding, todo_e in todo.items():
             if not todo_e:
