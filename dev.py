@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Plain entry point for the project: set up the environment, run the main job, run the tests.
 
-    python3 dev.py run     # set up .venv, then run the paper's witness-rate sweep (laptop preset)
+    python3 dev.py run     # set up .venv, run the witness-rate sweep (laptop preset), build the site
     python3 dev.py test    # set up .venv, then pytest on tests/ + nbval over notebooks/ (smoke)
     python3 dev.py sync    # regenerate every notebooks/*.ipynb from its notebooks/py/*.py pair
 
@@ -44,13 +44,17 @@ def setup() -> None:
 
 
 def run(args: list[str]) -> None:
-    """The main job: the witness-rate sweep at the laptop preset, then its notebook as HTML."""
+    """The main job: the witness-rate sweep at the laptop preset, then the course site.
+
+    The site (outputs/site/index.html) executes every notebook at the same preset; its results
+    page and notebook 08 show this sweep.
+    """
     out = "outputs/sweep"
     sweep_args = args or ["--preset", "laptop", "--out", out]
     sh(PY, "-m", "slamags_core", "sweep", *sweep_args)
     if not args:
-        sh(PY, "-m", "slamags_core", "notebooks", "--out", "outputs/notebooks",
-           "--only", "08_witness_rate_sweep", "--env", f"SLAMAGS_RESULTS={ROOT / out}")
+        sh(PY, "-m", "slamags_core", "site", "--out", "outputs/site", "--preset", "laptop",
+           "--sweep", out)
 
 
 def test(args: list[str]) -> None:

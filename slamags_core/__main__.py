@@ -1,4 +1,4 @@
-"""Command line: ``python -m slamags_core {sweep,pretrain,merge,report,generate,notebooks} ...``.
+"""Command line: ``python -m slamags_core {sweep,pretrain,merge,report,generate,site,notebooks} ...``.
 
     python -m slamags_core sweep --preset laptop --out outputs/sweep
     python -m slamags_core sweep --preset paper --out runs/paper --shard 0/8   # one of 8 jobs
@@ -6,6 +6,7 @@
     torchrun --nproc_per_node=4 -m slamags_core pretrain --preset paper --method slam_ags
     python -m slamags_core report outputs/sweep
     python -m slamags_core generate --preset laptop
+    python -m slamags_core site --out outputs/site --preset smoke                # course site
     python -m slamags_core notebooks --out outputs/notebooks
 
 ``sweep`` and ``pretrain`` run as they are or under ``torchrun`` (data-parallel pretraining).
@@ -82,6 +83,18 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--preset", default="laptop", choices=sorted(PRESETS))
     g.add_argument("--witness-rates", nargs="+", type=float)
 
+    w = sub.add_parser("site", help="execute every notebook and build the offline course site")
+    w.add_argument("--out", required=True, type=Path, help="site folder (index.html at its root)")
+    w.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="preset for the kernels (default: $SLAMAGS_PRESET or laptop)")
+    w.add_argument("--sweep", type=Path, default=Path("outputs/sweep"),
+                   help="sweep folder whose results fill the results page and notebook 08 "
+                        "(default: outputs/sweep)")
+    w.add_argument("--only", nargs="+", default=(), help="notebook name stems (default: all)")
+    w.add_argument("--env", nargs="+", default=[], help="extra KEY=VALUE for the kernels")
+    w.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    w.set_defaults(run=_site)
+
     n = sub.add_parser("notebooks", help="execute notebooks and write HTML copies")
     n.add_argument("--out", required=True, type=Path)
     n.add_argument("--preset", default=None, choices=sorted(PRESETS),
@@ -90,6 +103,14 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--env", nargs="+", default=[], help="extra KEY=VALUE for the kernels")
     n.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     return p
+
+
+def _site(args) -> None:
+    from slamags_core.site import SiteConfig, build_site
+
+    env = dict(kv.partition("=")[::2] for kv in args.env)
+    build_site(SiteConfig(out_dir=args.out, preset=args.preset, sweep_dir=args.sweep,
+                          only=tuple(args.only), timeout=args.timeout, env=env))
 
 
 def _generate(args) -> None:
@@ -211,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     if getattr(args, "deterministic", False):
         # read by cuBLAS when CUDA starts: set it before anything touches the GPU
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if getattr(args, "run", None):   # subcommands that name their function (site)
+        return args.run(args)
     if args.cmd == "sweep":
         _sweep(args)
     elif args.cmd == "pretrain":

@@ -222,6 +222,7 @@ def plot_results(rows: Sequence[dict], metrics: Sequence[str] = ("bag_f1", "topk
     mils = sorted({r["mil"] for r in rows if r["mil"] in MIL_MODELS} or {r["mil"] for r in rows})
     fig = make_subplots(rows=len(metrics), cols=len(mils), shared_xaxes=True,
                         subplot_titles=[f"{METRIC_TITLES[m]} — {mil}" for m in metrics for mil in mils])
+    ticks = [100 * w for w in sorted({float(r["witness_rate"]) for r in rows})]  # one label per WR
     palette = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692"]
     for i, metric in enumerate(metrics):
         summ = summarise(rows, metric)
@@ -236,7 +237,8 @@ def plot_results(rows: Sequence[dict], metrics: Sequence[str] = ("bag_f1", "topk
                     showlegend=(i == 0 and j == 0),
                     line=dict(color=palette[k % len(palette)],
                               width=3 if method == "slam_ags" else 1.5)), row=i + 1, col=j + 1)
-            fig.update_xaxes(type="log", title_text="witness rate (%)", row=i + 1, col=j + 1)
+            fig.update_xaxes(type="log", title_text="witness rate (%)", row=i + 1, col=j + 1,
+                             tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     fig.update_layout(height=320 * len(metrics), width=480 * len(mils) + 120,
                       title="Bag F1 and Top-K recall against witness rate")
     return fig
@@ -297,6 +299,8 @@ def plot_differences(analyses: Sequence[dict], metrics: Sequence[str] = CLAIM_ME
     palette = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692",
                "#b6e880", "#ff97ff"]
     colour = {o: palette[i % len(palette)] for i, o in enumerate(others)}
+    ticks = sorted({100 * r["witness_rate"] for a in analyses for c in a["comparisons"]
+                    for r in c["by_witness_rate"]})  # one label per WR (log axis)
     for i, metric in enumerate(metrics):
         for j, a in enumerate(analyses):
             for c in a["comparisons"]:
@@ -311,7 +315,8 @@ def plot_differences(analyses: Sequence[dict], metrics: Sequence[str] = CLAIM_ME
                     showlegend=(i == 0 and j == 0), line=dict(color=colour[c["other"]])),
                     row=i + 1, col=j + 1)
             fig.add_hline(y=0, line_dash="dash", line_color="grey", row=i + 1, col=j + 1)
-            fig.update_xaxes(type="log", title_text="witness rate (%)", row=i + 1, col=j + 1)
+            fig.update_xaxes(type="log", title_text="witness rate (%)", row=i + 1, col=j + 1,
+                             tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     fig.update_layout(height=320 * len(metrics), width=480 * len(analyses) + 160,
                       title="Paired differences slam_ags − other with 95% bootstrap intervals")
     return fig

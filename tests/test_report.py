@@ -208,3 +208,15 @@ def test_report_command_rewrites_a_sweep_folder(tmp_path, capsys):
         (tmp_path / "results.md").read_text()
     with pytest.raises(SystemExit, match="no results"):
         main(["report", str(tmp_path / "empty")])
+
+
+def test_log_witness_rate_axes_label_every_rate():
+    """Plotly's default log ticks label 0.5% as '5' next to '1': both figures name each rate."""
+    preds = planted()
+    figs = [R.plot_results(_result_rows(preds)),
+            R.plot_differences([CL.analyse(preds, mil="abmil", n_boot=100)])]
+    for fig in figs:
+        axes = [a for a in fig.layout if a.startswith("xaxis")]
+        assert axes
+        for name in axes:
+            assert tuple(fig.layout[name].ticktext) == ("0.5", "1", "5", "10"), name

@@ -201,7 +201,10 @@ def sphere_plot(before, after, title):
         P = P.numpy()
         fig.add_trace(go.Scatter3d(x=P[:, 0], y=P[:, 1], z=P[:, 2], mode="markers",
                                    marker=dict(size=6, color=colour), showlegend=False), 1, col)
-    fig.update_layout(title=title, height=420, width=860)
+    # camera further out and thin margins: the whole cube fits its half (the default cut it off)
+    eye = dict(camera=dict(eye=dict(x=1.5, y=1.5, z=1.1)))
+    fig.update_layout(title=title, height=420, width=860, margin=dict(l=0, r=0, b=0, t=60),
+                      scene=eye, scene2=eye)
     fig.show()
 
 
@@ -323,7 +326,7 @@ def show_temperature(temp=0.07):
 
 
 slider = widgets.FloatLogSlider(value=0.07, base=10, min=-2, max=1, step=0.05,
-                                description="temperature")
+                                description="temperature", style={"description_width": "initial"})
 display(widgets.interactive(show_temperature, temp=slider))
 
 # %% [markdown]
@@ -423,9 +426,12 @@ fig = go.Figure()
 fig.add_trace(go.Scatter(x=betas, y=sup, name="one-label SupCon"))
 fig.add_trace(go.Scatter(x=betas, y=simv, name="similarity loss", yaxis="y2"))
 fig.update_layout(title="from the equiangular simplex (beta=0) to collapse (beta=1)",
-                  xaxis_title="beta", yaxis_title="SupCon",
-                  yaxis2=dict(title="L_sim", overlaying="y", side="right"),
-                  height=360, width=760)
+                  xaxis_title="beta",   # SupCon is log(N-1) all along: a fixed axis, not rounding noise
+                  yaxis=dict(title="SupCon", range=[0, 1.2 * math.log(Nd - 1)],
+                             tickformat=".2f"),
+                  yaxis2=dict(title="L_sim", overlaying="y", side="right", tickmode="auto",
+                              showgrid=False),
+                  legend=dict(x=1.1), height=360, width=760)
 fig.show()
 
 # %% [markdown]

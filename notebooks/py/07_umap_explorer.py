@@ -175,8 +175,12 @@ colour_dd = widgets.Dropdown(options=["witness", "bag label", "cell type", "atte
 cell_img = widgets.Image(format="png", width=160, height=160)
 cell_txt = widgets.HTML()
 
+shown = {}   # the cell in the side panel, redrawn when the encoder changes
+
+
 def show_cell(j):
-    """Display shown-cell number j (an index into `show`)."""
+    """Display shown-cell number j (an index into `show`) with the current encoder's attention."""
+    shown["j"] = j
     i = cell_idx[j]
     buf = io.BytesIO()
     Image.fromarray(bagset.images[i]).resize((160, 160), Image.NEAREST).save(buf, "png")
@@ -184,7 +188,7 @@ def show_cell(j):
     att = data[method_dd.value]["att"][show[j]]
     cell_txt.value = (f"<b>cell {i}</b><br>type {bagset.cell_types[i]}<br>bag {bagset.bag_index[i]} "
                       f"({'positive' if bagset.bag_labels[bagset.bag_index[i]] else 'negative'})"
-                      f"<br>attention × n = {att:.2f}")
+                      f"<br>attention × n = {att:.2f} ({method_dd.value})")
 
 def on_click(trace, points, state):
     if points.point_inds:
@@ -198,6 +202,8 @@ def redraw(*_):
         for tr in fig.data:
             tr.on_click(on_click)
         fig.layout.title = f"UMAP of test-bag cells — {method_dd.value}, coloured by {colour_dd.value}"
+    if "j" in shown:
+        show_cell(shown["j"])   # its attention comes from the newly chosen encoder
 
 method_dd.observe(redraw, "value")
 colour_dd.observe(redraw, "value")
