@@ -17,6 +17,7 @@ DEFAULT_PRESET = "laptop"
 
 METHODS: tuple[str, ...] = (
     "random", "simclr", "weak", "supcon", "slam_sum", "slam_pcgrad", "slam_ags",
+    "deep_svdd",  # COMPETITOR: one-class Deep SVDD on slide-negative patches (Ruff et al. 2018)
     "oracle",  # CEILING: trained with the training cells' instance labels, which no method has
 )
 MIL_MODELS: tuple[str, ...] = ("prototype", "abmil")
@@ -102,6 +103,17 @@ class MILConfig:
 
 
 @dataclass(frozen=True)
+class DiagnosticsConfig:
+    """MIL-free diagnostics of every frozen encoder (see :mod:`slamags_core.diagnostics`)."""
+
+    k: int = 5                      # neighbours of the one-class kNN score
+    max_reference: int = 5000       # slide-negative training cells the kNN score compares with
+                                    # (seeded subsample; cost ~ test cells x this)
+    max_train_cells: int = 20000    # training cells of the instance-label probe (all witnesses kept)
+    top_fraction: float = 0.01      # bag score = mean of the top 1% cell scores - the bag median
+
+
+@dataclass(frozen=True)
 class Preset:
     """One consistent set of stage configs plus the sweep grid."""
 
@@ -110,6 +122,7 @@ class Preset:
     bags: BagConfig = field(default_factory=BagConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     mil: MILConfig = field(default_factory=MILConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     witness_rates: tuple[float, ...] = (0.1, 0.05, 0.01, 0.005)  # the sweep's WR grid
     methods: tuple[str, ...] = METHODS                            # pretraining strategies
     mil_models: tuple[str, ...] = MIL_MODELS                      # aggregators per method
@@ -139,13 +152,20 @@ def _smoke() -> Preset:
 
 
 def _laptop() -> Preset:
-    return Preset(name="laptop")
+    # The paper's bag protocol (issue 10, docs/power.md): bags of 1000 cells (WR 0.5% = 5
+    # witnesses), each cell with its own slide's stain. Bag counts: docs/power.md (a 30-minute
+    # one-seed main job on 2 CPU cores against the power target).
+    return Preset(
+        name="laptop",
+        cells=CellConfig(stain="per_cell"),
+        bags=BagConfig(bag_size=1000, n_train=48, n_val=16, n_test=64),
+    )
 
 
 def _paper() -> Preset:
     return Preset(
         name="paper",
-        cells=CellConfig(image_size=250),
+        cells=CellConfig(image_size=250, stain="per_cell"),
         bags=BagConfig(bag_size=1000, n_train=64, n_val=16, n_test=32),
         pretrain=PretrainConfig(encoder="resnet18", crop_size=224, proj_dim=512, steps=37_500,
                                 batch_size=256, lr=1e-3, warmup_steps=2_500,

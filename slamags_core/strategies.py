@@ -21,8 +21,9 @@ from slamags_core.config import METHODS
 from slamags_core.losses import nt_xent, similarity_loss, supcon
 
 DIAGNOSTIC_METHODS: tuple[str, ...] = ("sim_only",)  # similarity loss alone: shows collapse
-COMPETITOR_METHODS: tuple[str, ...] = ("deep_svdd",)  # beyond the paper (not yet in the sweep)
-ENGINE_METHODS: tuple[str, ...] = METHODS + COMPETITOR_METHODS + DIAGNOSTIC_METHODS
+COMPETITOR_METHODS: tuple[str, ...] = ("deep_svdd",)  # beyond the paper (a sweep row: METHODS)
+ENGINE_METHODS: tuple[str, ...] = METHODS + tuple(
+    m for m in COMPETITOR_METHODS + DIAGNOSTIC_METHODS if m not in METHODS)
 
 
 # A loss function maps the forward outputs of the step's groups
