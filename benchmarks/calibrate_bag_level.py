@@ -49,7 +49,7 @@ def calibrate(difficulty: float, witness_rate: float) -> dict:
     pooled = [np.sort(s[bs.bag_cells(i)])[-k:].mean() - np.median(s[bs.bag_cells(i)]) for i in ids]
     train, val, test = (bags_of(bs, H, split) for split in ("train", "val", "test"))
     model, _ = train_mil("abmil", list(zip(*train)), list(zip(*val)), preset.mil, progress=False)
-    prob, _ = predict_bags(model, test[0])
+    prob, _, _ = predict_bags(model, test[0])
     return dict(difficulty=difficulty, witness_rate=witness_rate,
                 oracle_inst_auroc=round(roc_auc_score(bs.instance_labels[cells], s[cells]), 3),
                 oracle_bag_auc=round(roc_auc_score(y, pooled), 3),

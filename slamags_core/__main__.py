@@ -20,7 +20,9 @@ import sys
 import time
 from pathlib import Path
 
+from slamags_core.bags import STAIN_MODES
 from slamags_core.config import METHODS, MIL_MODELS, PRESETS, get_preset
+from slamags_core.embed import EMBEDDINGS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,10 +33,19 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sweep", help="the paper's witness-rate experiment -> DIR/results.csv")
     s.add_argument("--preset", default="laptop", choices=sorted(PRESETS))
     s.add_argument("--out", required=True, type=Path, help="output folder (resumable)")
-    s.add_argument("--methods", nargs="+", choices=METHODS, help="default: all seven")
+    s.add_argument("--methods", nargs="+", choices=METHODS,
+                   help="default: all of " + " ".join(METHODS))
     s.add_argument("--mil", nargs="+", choices=MIL_MODELS, help="default: prototype abmil")
     s.add_argument("--witness-rates", nargs="+", type=float, help="default: 0.1 0.05 0.01 0.005")
     s.add_argument("--seeds", nargs="+", type=int, help="default: the preset's seeds")
+    s.add_argument("--embeddings", nargs="+", choices=EMBEDDINGS,
+                   help="ablation: downstream features, h (backbone) and/or z (projection, the "
+                        "authors' code); default: the preset's (h)")
+    s.add_argument("--stains", nargs="+", choices=STAIN_MODES,
+                   help="ablation: per_cell (each cell its own slide's stain, the paper's bags) "
+                        "and/or per_bag (one slide per bag, harder); default: the preset's")
+    s.add_argument("--no-report", action="store_true",
+                   help="skip the report at the end (run `report DIR` later)")
     s.add_argument("--device", default=None, help="auto | cuda | mps | cpu")
     s.add_argument("--shard", default=None, help="K/N: run grid cells K, K+N, ... only "
                    "(0 <= K < N; Slurm: $SLURM_ARRAY_TASK_ID/N); combine with `merge`")
@@ -124,8 +135,11 @@ def _report(args) -> None:
     if not rows:
         raise SystemExit(f"no results in {args.out / 'results.csv'}")
     config = args.out / "config.json"
-    name = json.loads(config.read_text())["preset"].get("name", "") if config.exists() else ""
-    analyses = write_report(rows, args.out, preset_name=name, n_boot=args.n_boot, seed=args.seed)
+    preset = json.loads(config.read_text())["preset"] if config.exists() else {}
+    headline = ((preset["pretrain"]["embedding"], preset["cells"]["stain"])
+                if "pretrain" in preset and "stain" in preset.get("cells", {}) else None)
+    analyses = write_report(rows, args.out, preset_name=preset.get("name", ""),
+                            n_boot=args.n_boot, seed=args.seed, headline=headline)
     print(f"{args.out / 'results.md'}: {len(rows)} rows, "
           + (f"{len(analyses)} scorer variant(s) with verdicts" if analyses else
              "no per-bag predictions (no intervals or verdicts)"), flush=True)
@@ -195,7 +209,8 @@ def _sweep(args) -> None:
     try:
         rows = run_sweep(preset=get_preset(args.preset), out_dir=args.out, methods=args.methods,
                          mil_models=args.mil, witness_rates=args.witness_rates, seeds=args.seeds,
-                         device=args.device, progress=not args.no_progress, shard=shard)
+                         embeddings=args.embeddings, stains=args.stains, device=args.device,
+                         progress=not args.no_progress, report=not args.no_report, shard=shard)
         if ctx.is_main:
             print(f"{len(rows)} rows -> {args.out / (shard_name(shard) + '.csv')}", flush=True)
     finally:

@@ -29,7 +29,9 @@ METRIC_NAMES = {"bag_f1": "bag F1", "bag_auc": "bag AUC", "topk_recall": "Top-K 
                 "topk_precision": "Top-K precision", "instance_auroc": "within-bag AUROC"}
 CONTEXT_METHODS = {"random": "floor: an untrained encoder",
                    "oracle": "ceiling: trained with instance labels no other method has",
-                   "deep_svdd": "competitor: one-class Deep SVDD on slide-negative patches"}
+                   "deep_svdd": "competitor: one-class Deep SVDD on slide-negative patches",
+                   "deep_svdd_distance": "competitor: Deep SVDD's own distance to its centre, "
+                                         "MIL-free"}
 COLLAPSE_FLAGS: tuple[str, ...] = ("h_collapsed", "z_collapsed")
 
 
@@ -209,7 +211,7 @@ def _collapse_sentence(claim: Claim, runs: Sequence[dict] | None, *, n_boot: int
                        seed: int) -> dict:
     # one row per pretraining run (results.csv repeats a run once per MIL model)
     runs = list({(r["method"], float(r["witness_rate"]), int(r["seed"])): r
-                 for r in (runs or []) if "collapsed" in r}.values())
+                 for r in (runs or []) if np.isfinite(float(r.get("collapsed", np.nan)))}.values())
     count = {m: (sum(int(r["collapsed"]) for r in runs if r["method"] == m),
                  sum(1 for r in runs if r["method"] == m)) for m in (PAPER_METHOD, *claim.others)}
     if count[PAPER_METHOD][1] == 0:

@@ -17,6 +17,8 @@ DEFAULT_PRESET = "laptop"
 
 METHODS: tuple[str, ...] = (
     "random", "simclr", "weak", "supcon", "slam_sum", "slam_pcgrad", "slam_ags",
+    "deep_svdd",  # COMPETITOR: one-class Deep SVDD on slide-negative patches (Ruff et al. 2018)
+    "oracle",  # CEILING: trained with the training cells' instance labels, which no method has
 )
 MIL_MODELS: tuple[str, ...] = ("prototype", "abmil")
 
@@ -80,18 +82,35 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class MILConfig:
-    """Attention MIL training and retrieval (see :mod:`slamags_core.mil`)."""
+    """Attention MIL training and retrieval (see :mod:`slamags_core.mil`, docs/mil.md)."""
 
-    epochs: int = 40                # max epochs over the training bags
-    lr: float = 1e-3                # Adam learning rate (paper code: 1e-3)
+    epochs: int = 60                # max epochs over the training bags
+    batch_bags: int = 8             # bags per optimiser step, padded + masked (paper code: 1)
+    lr: float = 1e-3                # peak Adam learning rate (paper code: 1e-3, constant)
+    warmup_epochs: int = 2          # linear warm-up epochs, then cosine decay to 0 at `epochs`
     weight_decay: float = 1e-4      # Adam weight decay
-    hidden_dim: int = 128           # attention hidden size
+    hidden_dim: int = 64            # instance-feature and attention hidden size
     n_prototypes: int = 4           # prototypes per class in the prototype model
     cluster_weight: float = 0.005   # weight of the prototype clustering losses (paper code)
-    patience: int = 10              # early stopping on validation loss
+    instance_dropout: float = 0.5   # share of a training bag's cells hidden per step
+    query_init: float = 0.0         # std of ABMIL's attention query at init (0 = uniform attention)
+    patience: int = 15              # early stopping on validation loss (epochs)
+    restarts: int = 3               # independent initialisations; keep the lowest validation loss
     topk_fraction: float = 0.4      # retrieval K as a fraction of the bag (paper: 400/1000)
-    standardize: bool = True        # z-score embeddings with training-bag statistics (paper code: no)
-    seed: int = 0                   # seeds init and bag order
+    standardize: bool = True        # z-score embeddings with training-cell statistics (paper code: no)
+    bag_center: bool = False        # subtract each bag's median embedding first (slide offsets)
+    seed: int = 0                   # seeds init, batches and instance dropout (local generators)
+
+
+@dataclass(frozen=True)
+class DiagnosticsConfig:
+    """MIL-free diagnostics of every frozen encoder (see :mod:`slamags_core.diagnostics`)."""
+
+    k: int = 5                      # neighbours of the one-class kNN score
+    max_reference: int = 5000       # slide-negative training cells the kNN score compares with
+                                    # (seeded subsample; cost ~ test cells x this)
+    max_train_cells: int = 20000    # training cells of the instance-label probe (all witnesses kept)
+    top_fraction: float = 0.01      # bag score = mean of the top 1% cell scores - the bag median
 
 
 @dataclass(frozen=True)
@@ -103,6 +122,7 @@ class Preset:
     bags: BagConfig = field(default_factory=BagConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     mil: MILConfig = field(default_factory=MILConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     witness_rates: tuple[float, ...] = (0.1, 0.05, 0.01, 0.005)  # the sweep's WR grid
     methods: tuple[str, ...] = METHODS                            # pretraining strategies
     mil_models: tuple[str, ...] = MIL_MODELS                      # aggregators per method
@@ -125,24 +145,32 @@ def _smoke() -> Preset:
         pretrain=PretrainConfig(encoder="tiny_cnn", width=8, crop_size=28, proj_dim=32,
                                 steps=10, batch_size=64, lr=0.05, warmup_steps=0,
                                 checkpoint_every=5, log_every=5),
-        mil=MILConfig(epochs=5, hidden_dim=32, n_prototypes=2, patience=5),
+        mil=MILConfig(epochs=5, hidden_dim=32, n_prototypes=2, patience=5, batch_bags=4, restarts=1,
+                      warmup_epochs=1),
         witness_rates=(0.1, 0.05),
     )
 
 
 def _laptop() -> Preset:
-    return Preset(name="laptop")
+    # The paper's bag protocol (issue 10, docs/power.md): bags of 1000 cells (WR 0.5% = 5
+    # witnesses), each cell with its own slide's stain. Bag counts: docs/power.md (a 30-minute
+    # one-seed main job on 2 CPU cores against the power target).
+    return Preset(
+        name="laptop",
+        cells=CellConfig(stain="per_cell"),
+        bags=BagConfig(bag_size=1000, n_train=48, n_val=16, n_test=64),
+    )
 
 
 def _paper() -> Preset:
     return Preset(
         name="paper",
-        cells=CellConfig(image_size=250),
+        cells=CellConfig(image_size=250, stain="per_cell"),
         bags=BagConfig(bag_size=1000, n_train=64, n_val=16, n_test=32),
         pretrain=PretrainConfig(encoder="resnet18", crop_size=224, proj_dim=512, steps=37_500,
                                 batch_size=256, lr=1e-3, warmup_steps=2_500,
                                 checkpoint_every=500, log_every=50),
-        mil=MILConfig(epochs=100),
+        mil=MILConfig(epochs=100, hidden_dim=128),
         seeds=(0, 1, 2),
     )
 

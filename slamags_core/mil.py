@@ -1,234 +1,47 @@
-"""Multiple-instance learning (MIL) on frozen cell embeddings: aggregators and training.
+"""Training, prediction and evaluation of MIL aggregators on frozen cell embeddings.
 
-A *bag* (one slide) is a matrix of cell embeddings ``H  # (N, D)`` with one label
-(1 = abnormal, 0 = negative). Every aggregator maps ``H`` to two bag logits and a per-cell
-weight ``attention  # (N,)`` that sums to 1 over the bag; the attention ranks cells for
-attention-guided retrieval of witnesses (see :mod:`slamags_core.metrics`).
+The aggregators themselves live in :mod:`slamags_core.aggregators`. This module trains them on
+bag labels only (:func:`train_mil`), predicts bag probabilities and per-cell rankings
+(:func:`predict_bags`), and runs the whole train / validate / test chain on a bag set's
+embeddings (:func:`fit_evaluate`), which the sweep, the benchmarks and notebooks 05-07 call.
 
-Aggregators (``AGGREGATORS``):
+Training recipe (why each piece is there: docs/mil.md):
 
-- ``"mean"``: mean pooling of instance features, a linear classifier; uniform attention 1/N.
-- ``"max"``: instance-level max pooling (mi-Net style): an instance abnormality score
-  ``s_n``, bag logits ``(0, max_n s_n)`` so ``P(abnormal) = sigmoid(max_n s_n)``; its
-  "attention" is ``softmax_n(s_n)`` (same ranking as ``s``, sums to 1).
-- ``"abmil"``: gated attention MIL (Ilse, Tomczak, Welling, "Attention-based Deep Multiple
-  Instance Learning", ICML 2018): ``a = softmax_n(w^T (tanh(V h_n) * sigm(U h_n)))``,
-  ``z = sum_n a_n h_n``.
-- ``"prototype"``: prototype-aware attention MIL in the style of PAMIL (Liu et al., MICCAI
-  2024), as adapted by the SLAM-AGS code: learnable prototypes per class, gated attention
-  between prototypes and instances, one attention distribution per class, weight-normalised
-  per-class heads, cross-entropy plus ``cluster_weight`` times clustering losses. The exact
-  layer layout is our own reading of that description (see :class:`PrototypeMIL`).
-
-Training (:func:`train_mil`): one bag per step, Adam, seeded; model selection and early
-stopping on the *validation* bags' cross-entropy (the authors' code selects on training
-accuracy); the best state is restored.
+- mini-batches of ``cfg.batch_bags`` bags, padded to the longest bag and masked, Adam with a
+  linear warm-up and cosine decay (the SLAM-AGS code: one bag per step, constant lr);
+- optional instance dropout (a random share of each training bag's cells hidden per step);
+- model selection and early stopping on the *validation* bags' cross-entropy (the SLAM-AGS code
+  selects on training accuracy), over ``cfg.restarts`` independent initialisations: the state
+  with the lowest validation loss over all restarts is returned;
+- the reported abnormality ranking is oriented from the training bags' labels
+  (:meth:`~slamags_core.aggregators.MILAggregator.orient`);
+- every random draw (initialisation, batch order, dropout) comes from local generators seeded
+  by ``cfg.seed``; the global RNGs are left untouched, and the same seed gives the same model
+  bit for bit on the CPU.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from slamags_core.aggregators import MILAggregator, build_mil, check_config
 from slamags_core.config import MILConfig
-from slamags_core.utils import set_seed
-from slamags_core.validation import check_float, check_int
+from slamags_core.metrics import bag_metrics, retrieval_metrics
 
-AGGREGATORS: tuple[str, ...] = ("mean", "max", "abmil", "prototype")
-N_CLASSES = 2  # class 0 = negative, class 1 = abnormal
+RANKINGS: tuple[str, ...] = ("abnormality", "attention")  # per-cell rankings; the first is reported
 
 
-@dataclass
-class MILOutput:
-    """What every aggregator returns for one bag.
-
-    Attributes:
-        logits: ``(2,)`` bag logits; class 1 = abnormal.
-        attention: ``(N,)`` non-negative cell weights summing to 1 (uniform for ``mean``;
-            ``softmax`` of the instance scores for ``max``; the abnormal class's attention
-            for ``prototype``).
-        aux_loss: scalar auxiliary loss (prototype clustering losses), ``0`` if none.
-    """
-
-    logits: Tensor
-    attention: Tensor
-    aux_loss: Tensor
-
-
-class _Standardize(nn.Module):
-    """Per-feature z-scoring with statistics set from the training bags (buffers, saved)."""
-
-    def __init__(self, in_dim: int):
-        super().__init__()
-        self.register_buffer("mu", torch.zeros(in_dim))
-        self.register_buffer("sigma", torch.ones(in_dim))
-
-    def forward(self, H: Tensor) -> Tensor:  # H (N, D)
-        return (H - self.mu) / self.sigma
-
-
-class _MILBase(nn.Module):
-    """Shared pieces: input standardisation and an instance embedding ``ReLU(W h)``."""
-
-    def __init__(self, in_dim: int, cfg: MILConfig):
-        super().__init__()
-        self.in_dim = in_dim
-        self.standardize = _Standardize(in_dim)
-        self.embed = nn.Sequential(nn.Linear(in_dim, cfg.hidden_dim), nn.ReLU())
-
-    def instances(self, H: Tensor) -> Tensor:
-        if H.dim() != 2 or H.shape[0] == 0 or H.shape[1] != self.in_dim:
-            raise ValueError(f"expected a non-empty bag of shape (N, {self.in_dim}), got {tuple(H.shape)}")
-        return self.embed(self.standardize(H))  # (N, L)
-
-
-class MeanMIL(_MILBase):
-    """Mean pooling baseline: ``z = mean_n ReLU(W h_n)``, logits ``= C z``; attention 1/N."""
-
-    def __init__(self, in_dim: int, cfg: MILConfig):
-        super().__init__(in_dim, cfg)
-        self.classifier = nn.Linear(cfg.hidden_dim, N_CLASSES)
-
-    def forward(self, H: Tensor, y: int | None = None) -> MILOutput:
-        Hl = self.instances(H)  # (N, L)
-        n = Hl.shape[0]
-        attention = Hl.new_full((n,), 1.0 / n)  # (N,)
-        logits = self.classifier(Hl.mean(0))  # (2,)
-        return MILOutput(logits, attention, Hl.new_zeros(()))
-
-
-class MaxMIL(_MILBase):
-    """Instance-level max pooling: ``s_n = c^T ReLU(W h_n)``, logits ``(0, max_n s_n)``.
-
-    ``P(abnormal) = sigmoid(max_n s_n)``: a bag is abnormal iff its most abnormal cell is
-    (the standard MIL assumption). Attention is ``softmax_n(s_n)``: the instance scores
-    normalised to sum to 1, with the same ranking as ``s``.
-    """
-
-    def __init__(self, in_dim: int, cfg: MILConfig):
-        super().__init__(in_dim, cfg)
-        self.score = nn.Linear(cfg.hidden_dim, 1)
-
-    def forward(self, H: Tensor, y: int | None = None) -> MILOutput:
-        s = self.score(self.instances(H)).squeeze(-1)  # (N,)
-        logits = torch.stack([s.new_zeros(()), s.max()])  # (2,)
-        return MILOutput(logits, torch.softmax(s, 0), s.new_zeros(()))
-
-
-class GatedAttentionMIL(_MILBase):
-    """Gated attention MIL (Ilse, Tomczak, Welling, ICML 2018, eq. 9).
-
-    ``a_n = softmax_n( w^T (tanh(V h_n) * sigm(U h_n)) )``, ``z = sum_n a_n h_n``,
-    logits ``= C z``; ``h_n = ReLU(W x_n)`` is the instance embedding.
-    """
-
-    def __init__(self, in_dim: int, cfg: MILConfig):
-        super().__init__(in_dim, cfg)
-        L = cfg.hidden_dim
-        self.V = nn.Linear(L, L)
-        self.U = nn.Linear(L, L)
-        self.w = nn.Linear(L, 1)
-        self.classifier = nn.Linear(L, N_CLASSES)
-
-    def forward(self, H: Tensor, y: int | None = None) -> MILOutput:
-        Hl = self.instances(H)  # (N, L)
-        e = self.w(torch.tanh(self.V(Hl)) * torch.sigmoid(self.U(Hl))).squeeze(-1)  # (N,)
-        a = torch.softmax(e, 0)  # (N,)
-        z = a @ Hl  # (L,)
-        return MILOutput(self.classifier(z), a, Hl.new_zeros(()))
-
-
-class PrototypeMIL(_MILBase):
-    """Prototype-aware gated attention MIL, PAMIL-style (Liu et al., MICCAI 2024).
-
-    With instance embeddings ``h_n = ReLU(W x_n)`` (L-d), ABMIL's gated instance code
-    ``g_n = tanh(V h_n) * sigm(U h_n)`` and learnable prototypes ``p_{c,m}`` (``C = 2``
-    classes x ``M`` per class, L-d) that replace ABMIL's single query vector ``w``:
-
-    - gated prototype-instance attention, one distribution per class (each instance is
-      scored by its best-matching prototype of the class, softmax over instances):
-      ``a_{c,n} = softmax_n( max_m p_{c,m}^T g_n )``;
-    - per-class bag vectors ``z_c = sum_n a_{c,n} h_n`` and weight-normalised per-class
-      heads (Salimans & Kingma 2016): ``logit_c = g_c v_c^T z_c / |v_c| + b_c``;
-    - clustering losses (``aux_loss``, weighted by ``cfg.cluster_weight`` in training):
-      *compactness* ``sum_n a_{y,n} (1 - max_m cos(g_n, p_{y,m}))`` for the bag's class
-      ``y`` (the cells the class-``y`` attention picks lie near a class-``y`` prototype;
-      averaged over both classes when ``y`` is unknown) plus *separation*
-      ``mean_{i,j} relu(cos(p_{0,i}, p_{1,j}))`` (prototypes of different classes apart).
-
-    The exact layer layout is our reading of the SLAM-AGS code's description of PAMIL,
-    not a copy of either code base. The returned attention is the abnormal class's
-    ``a_{1,:}``.
-    """
-
-    def __init__(self, in_dim: int, cfg: MILConfig):
-        super().__init__(in_dim, cfg)
-        M = check_int(cfg.n_prototypes, "n_prototypes", ge=1)
-        L = cfg.hidden_dim
-        self.V = nn.Linear(L, L)
-        self.U = nn.Linear(L, L)
-        self.prototypes = nn.Parameter(torch.randn(N_CLASSES, M, L) / math.sqrt(L))
-        self.head_v = nn.Parameter(torch.randn(N_CLASSES, L) / math.sqrt(L))  # (C, L)
-        self.head_g = nn.Parameter(torch.ones(N_CLASSES))  # (C,)
-        self.head_b = nn.Parameter(torch.zeros(N_CLASSES))  # (C,)
-
-    def forward(self, H: Tensor, y: int | None = None) -> MILOutput:
-        Hl = self.instances(H)  # (N, L)
-        G = torch.tanh(self.V(Hl)) * torch.sigmoid(self.U(Hl))  # (N, L) gated instance code
-        E = torch.einsum("nl,cml->cnm", G, self.prototypes)  # (C, N, M)
-        A = torch.softmax(E.amax(-1), dim=1)  # (C, N) per-class attention
-        Z = A @ Hl  # (C, L)
-        W = self.head_g.unsqueeze(1) * F.normalize(self.head_v, dim=1)  # (C, L) weight norm
-        logits = (W * Z).sum(-1) + self.head_b  # (2,)
-        return MILOutput(logits, A[1], self._cluster_loss(G, A, y))
-
-    def _cluster_loss(self, G: Tensor, A: Tensor, y: int | None) -> Tensor:
-        Gn = F.normalize(G, dim=-1)  # (N, L)
-        Pn = F.normalize(self.prototypes, dim=-1)  # (C, M, L)
-        dist = 1.0 - torch.einsum("nl,cml->cnm", Gn, Pn).amax(-1)  # (C, N) to nearest prototype
-        compact = (A * dist).sum(-1)  # (C,)
-        compact = compact.mean() if y is None else compact[int(y)]
-        separation = torch.relu(Pn[0] @ Pn[1].T).mean()
-        return compact + separation
-
-
-_MODELS = {"mean": MeanMIL, "max": MaxMIL, "abmil": GatedAttentionMIL, "prototype": PrototypeMIL}
-
-
-def _check_config(cfg: MILConfig) -> MILConfig:
-    """``cfg`` with every number validated (ValueError naming it) and made a plain int / float."""
-    ints = {f: check_int(getattr(cfg, f), f, ge=1)
-            for f in ("epochs", "hidden_dim", "n_prototypes", "patience")}
-    return dataclasses.replace(
-        cfg, **ints, seed=check_int(cfg.seed, "seed", ge=0), lr=check_float(cfg.lr, "lr", gt=0),
-        weight_decay=check_float(cfg.weight_decay, "weight_decay", ge=0),
-        cluster_weight=check_float(cfg.cluster_weight, "cluster_weight", ge=0),
-        topk_fraction=check_float(cfg.topk_fraction, "topk_fraction", gt=0, le=1))
-
-
-def build_mil(name: str, in_dim: int, cfg: MILConfig) -> nn.Module:
-    """Build an MIL aggregator; ``forward(H  # (N, D), y=None) -> MILOutput``.
-
-    Args:
-        name: one of :data:`AGGREGATORS`.
-        in_dim: embedding size ``D``.
-        cfg: MIL settings (hidden size, prototypes per class).
-
-    Raises:
-        ValueError: for an unknown name or a non-positive size.
-    """
-    if name not in _MODELS:
-        raise ValueError(f"unknown MIL aggregator {name!r}; allowed: {AGGREGATORS}")
-    return _MODELS[name](check_int(in_dim, "in_dim", ge=1), _check_config(cfg))
-
+# ----------------------------------------------------------------------------------------------
+# Input checks and padding
+# ----------------------------------------------------------------------------------------------
 
 def check_bags(bags: Sequence[Tensor], what: str = "bags") -> int:
     """Validate a list of bags and return their common embedding size ``D``.
@@ -259,7 +72,7 @@ def _split_labelled(bags: Sequence[tuple[Tensor, int]], what: str) -> tuple[list
     Hs, ys = [], []
     for i, item in enumerate(bags):
         H, y = item
-        if int(y) != y or int(y) not in (0, 1):
+        if isinstance(y, bool) or int(y) != y or int(y) not in (0, 1):
             raise ValueError(f"{what}: bag {i} has label {y!r}; allowed labels: 0, 1")
         Hs.append(H)
         ys.append(int(y))
@@ -267,30 +80,121 @@ def _split_labelled(bags: Sequence[tuple[Tensor, int]], what: str) -> tuple[list
     return Hs, ys
 
 
-def _fit_standardizer(model: nn.Module, Hs: Sequence[Tensor], enabled: bool) -> None:
-    if not enabled:
-        return
-    X = torch.cat(list(Hs)).double()  # (sum N, D)
-    model.standardize.mu.copy_(X.mean(0).float())
-    model.standardize.sigma.copy_(X.std(0, unbiased=False).clamp_min(1e-6).float())
+def pad_bags(bags: Sequence[Tensor], device: torch.device | str | None = None
+             ) -> tuple[Tensor, Tensor]:
+    """Stack bags of different sizes: ``X  # (B, N_max, D)`` zero-padded, ``mask  # (B, N_max)``."""
+    n_max = max(H.shape[0] for H in bags)
+    X = torch.zeros(len(bags), n_max, bags[0].shape[1], dtype=torch.float32, device=device)
+    mask = torch.zeros(len(bags), n_max, dtype=torch.bool, device=device)
+    for i, H in enumerate(bags):
+        X[i, :len(H)] = H.to(device, torch.float32)
+        mask[i, :len(H)] = True
+    return X, mask
 
 
-def _bag_loss(model: nn.Module, H: Tensor, y: int, cluster_weight: float) -> tuple[Tensor, Tensor]:
-    out = model(H, y=y)
-    ce = F.cross_entropy(out.logits.unsqueeze(0), torch.tensor([y], device=H.device))
-    return ce + cluster_weight * out.aux_loss, out.logits
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+
+def _generator(seed: int, *stream: int) -> torch.Generator:
+    """A CPU generator for one purpose, derived from ``(seed, *stream)`` (no global state)."""
+    state = np.random.SeedSequence([int(seed) % 2**63, *stream]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def _init_model(name: str, in_dim: int, cfg: MILConfig, restart: int) -> MILAggregator:
+    """Build the model with weights drawn from a forked RNG: the global RNG state is restored."""
+    g = _generator(cfg.seed, 0, restart)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
+        return build_mil(name, in_dim, cfg)
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def _drop_instances(mask: Tensor, p: float, g: torch.Generator) -> Tensor:
+    """Hide each real cell with probability ``p``; every bag keeps at least its first kept cell."""
+    if p <= 0:
+        return mask
+    keep = torch.rand(mask.shape, generator=g).to(mask.device) >= p
+    kept = mask & keep
+    empty = ~kept.any(1)
+    if empty.any():  # a bag lost every cell: give it back its whole mask
+        kept[empty] = mask[empty]
+    return kept
+
+
+def _loss(model: MILAggregator, X: Tensor, mask: Tensor, y: Tensor, cluster_weight: float) -> Tensor:
+    out = model(X, mask, y=y)
+    return F.cross_entropy(out.logits, y) + cluster_weight * out.aux_loss
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, Hs: Sequence[Tensor], ys: Sequence[int]) -> tuple[float, float]:
+def _val_metrics(model: MILAggregator, X: Tensor, mask: Tensor, y: Tensor, chunk: int = 64
+                 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (argmax) over bags."""
     model.eval()
-    ce, correct = 0.0, 0
-    for H, y in zip(Hs, ys):
-        logits = model(H).logits
-        ce += float(F.cross_entropy(logits.unsqueeze(0), torch.tensor([y], device=H.device)))
-        correct += int(int(logits.argmax()) == y)
-    return ce / len(Hs), correct / len(Hs)
+    logits = torch.cat([model(X[i:i + chunk], mask[i:i + chunk]).logits
+                        for i in range(0, len(X), chunk)])
+    return float(F.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
+
+
+def _fit_standardizer(model: MILAggregator, X: Tensor, mask: Tensor, enabled: bool) -> None:
+    if not enabled:
+        return
+    with torch.no_grad():
+        Xn = model.normalize(X, mask)[mask].double()  # (sum N, D), bag-centred if configured
+        model.mu.copy_(Xn.mean(0).float())
+        model.sigma.copy_(Xn.std(0, unbiased=False).clamp_min(1e-6).float())
+
+
+def _fit_one(model: MILAggregator, train: tuple, val: tuple, cfg: MILConfig, restart: int,
+             bar) -> tuple[float, dict, list[dict]]:
+    """Train one initialisation; return its best validation loss, best state and history."""
+    (Xtr, Mtr, ytr), (Xva, Mva, yva) = train, val
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(Xtr) / cfg.batch_bags)
+    warm = min(cfg.warmup_epochs, cfg.epochs) * steps_per_epoch
+    total = cfg.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, warm, total))
+    g_order, g_drop = _generator(cfg.seed, 1, restart), _generator(cfg.seed, 2, restart)
+    best_loss, best_state, since_best, history = math.inf, None, 0, []
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        total_loss = 0.0
+        for idx in torch.randperm(len(Xtr), generator=g_order).split(cfg.batch_bags):
+            idx = idx.to(Xtr.device)
+            mask = _drop_instances(Mtr[idx], cfg.instance_dropout, g_drop)
+            loss = _loss(model, Xtr[idx], mask, ytr[idx], cfg.cluster_weight)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite MIL loss {float(loss.detach())} at epoch {epoch}, restart {restart}, "
+                    f"training bags {idx.tolist()}; check the embeddings for NaN/inf or lower cfg.lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total_loss += float(loss.detach()) * len(idx)
+        val_loss, val_acc = _val_metrics(model, Xva, Mva, yva)
+        improved = val_loss < best_loss
+        if improved:
+            best_loss, best_state, since_best = val_loss, copy.deepcopy(model.state_dict()), 0
+        else:
+            since_best += 1
+        history.append(dict(restart=restart, epoch=epoch, train_loss=total_loss / len(Xtr),
+                            val_loss=val_loss, val_acc=val_acc, best=improved,
+                            lr=opt.param_groups[0]["lr"], seconds=time.perf_counter() - t0))
+        if bar is not None:
+            bar.update(1)
+        if since_best >= cfg.patience:
+            break
+    return best_loss, best_state, history
 
 
 def train_mil(
@@ -301,20 +205,21 @@ def train_mil(
     *,
     device: torch.device | str | None = None,
     progress: bool = True,
-) -> tuple[nn.Module, list[dict]]:
-    """Train an MIL aggregator one bag per step with Adam; select the model on validation loss.
+) -> tuple[MILAggregator, list[dict]]:
+    """Train an MIL aggregator on bag labels; select the state with the lowest validation loss.
 
-    Each epoch visits the training bags in a seeded random order; the loss of a bag is
-    ``CE(logits, y) + cfg.cluster_weight * aux_loss``. After each epoch the validation bags'
-    mean cross-entropy is computed; the state with the lowest validation loss is kept and
-    restored at the end, and training stops after ``cfg.patience`` epochs without
-    improvement. (The SLAM-AGS code selects on training accuracy, which rewards overfitting.)
-    Initialisation and bag order are seeded with ``cfg.seed`` through
-    :func:`~slamags_core.utils.set_seed` (this reseeds the global RNGs), so the same seed gives
-    the same model on CPU.
+    Mini-batches of ``cfg.batch_bags`` padded bags; loss ``CE(logits, y) + cfg.cluster_weight *
+    aux_loss``; Adam with ``cfg.warmup_epochs`` of linear warm-up then cosine decay over
+    ``cfg.epochs``; instance dropout ``cfg.instance_dropout``. After every epoch the validation
+    bags' mean cross-entropy is computed; each of ``cfg.restarts`` initialisations stops after
+    ``cfg.patience`` epochs without improvement, and the state with the lowest validation loss
+    over all restarts is restored; then the abnormality score is oriented on the training bags
+    (:meth:`~slamags_core.aggregators.MILAggregator.orient`). Randomness comes from local
+    generators seeded by ``cfg.seed`` (the global RNGs are not touched), so the same seed gives
+    the same model on the CPU.
 
     Args:
-        name: aggregator, one of :data:`AGGREGATORS`.
+        name: aggregator, one of :data:`slamags_core.aggregators.AGGREGATORS`.
         train_bags: ``(H  # (N_i, D), y_i)`` pairs, labels in {0, 1}.
         val_bags: the same for validation (model selection only).
         cfg: :class:`~slamags_core.config.MILConfig`.
@@ -322,91 +227,234 @@ def train_mil(
         progress: show a tqdm bar over epochs.
 
     Returns:
-        The trained model (eval mode, on ``device``) and one dict per epoch with ``epoch``,
-        ``train_loss``, ``val_loss``, ``val_acc``, ``best`` (new best state) and ``seconds``.
+        The selected model (eval mode, on ``device``) and one dict per epoch and restart with
+        ``restart``, ``epoch``, ``train_loss``, ``val_loss``, ``val_acc``, ``best`` (a new best
+        of that restart), ``lr``, ``seconds``, plus ``selected`` (True on the epoch whose state
+        was returned).
 
     Raises:
-        ValueError: empty bag lists or bags, mismatched embedding sizes, labels outside {0, 1},
-            or invalid epochs / patience / lr.
+        ValueError: empty bag lists or bags, mismatched embedding sizes, NaN/inf embeddings,
+            labels outside {0, 1}, or invalid config values.
+        FloatingPointError: the loss became NaN/inf during training (names epoch and bags).
     """
-    cfg = _check_config(cfg)
+    cfg = check_config(cfg)
     Htr, ytr = _split_labelled(train_bags, "train_bags")
     Hva, yva = _split_labelled(val_bags, "val_bags")
     if Htr[0].shape[1] != Hva[0].shape[1]:
         raise ValueError(f"val_bags have embedding size {Hva[0].shape[1]} "
                          f"but train_bags have {Htr[0].shape[1]}")
     device = torch.device(device) if device is not None else torch.device("cpu")
-    gen = set_seed(cfg.seed)
-    model = build_mil(name, Htr[0].shape[1], cfg)
-    _fit_standardizer(model, Htr, cfg.standardize)
-    model.to(device)
-    Htr = [H.to(device, torch.float32) for H in Htr]
-    Hva = [H.to(device, torch.float32) for H in Hva]
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    return _fit(model, opt, (Htr, ytr), (Hva, yva), cfg, gen, progress)
-
-
-def _fit(model, opt, train, val, cfg: MILConfig, gen: torch.Generator, progress: bool):
-    (Htr, ytr), (Hva, yva) = train, val
-    best_loss, best_state, since_best, history = math.inf, None, 0, []
-    epochs = range(cfg.epochs)
+    train = (*pad_bags(Htr, device), torch.tensor(ytr, device=device))
+    val = (*pad_bags(Hva, device), torch.tensor(yva, device=device))
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        epochs = tqdm(epochs, desc="MIL", leave=False)
-    for epoch in epochs:
-        t0 = time.perf_counter()
-        model.train()
-        total = 0.0
-        for i in torch.randperm(len(Htr), generator=gen).tolist():
-            loss, _ = _bag_loss(model, Htr[i], ytr[i], cfg.cluster_weight)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite MIL loss {float(loss.detach())} at epoch {epoch}, "
-                                         f"training bag {i}; check the embeddings for NaN/inf")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-        val_loss, val_acc = _evaluate(model, Hva, yva)
-        improved = val_loss < best_loss
-        if improved:
-            best_loss, best_state, since_best = val_loss, copy.deepcopy(model.state_dict()), 0
-        else:
-            since_best += 1
-        history.append(dict(epoch=epoch, train_loss=total / len(Htr), val_loss=val_loss,
-                            val_acc=val_acc, best=improved, seconds=time.perf_counter() - t0))
-        if since_best >= cfg.patience:
-            break
-    model.load_state_dict(best_state)
-    model.eval()
-    return model, history
+        bar = tqdm(total=cfg.epochs * cfg.restarts, desc=f"MIL {name}", leave=False)
+    best = (math.inf, None, None, -1)  # (val loss, state, model, restart)
+    history: list[dict] = []
+    for r in range(cfg.restarts):
+        model = _init_model(name, Htr[0].shape[1], cfg, r)
+        _fit_standardizer(model, train[0], train[1], cfg.standardize)
+        model.to(device)
+        loss, state, hist = _fit_one(model, train, val, cfg, r, bar)
+        history += hist
+        if loss < best[0]:
+            best = (loss, state, model, r)
+    if bar is not None:
+        bar.close()
+    _, state, model, r = best
+    model.load_state_dict(state)
+    model.orient(*train)  # which instance score is "abnormal": from the training bag labels
+    chosen = min((h for h in history if h["restart"] == r), key=lambda h: h["val_loss"])
+    for h in history:
+        h["selected"] = h is chosen
+    return model.eval(), history
 
+
+# ----------------------------------------------------------------------------------------------
+# Prediction and evaluation
+# ----------------------------------------------------------------------------------------------
 
 @torch.no_grad()
 def predict_bags(
-    model: nn.Module, bags: Sequence[Tensor], *, device: torch.device | str | None = None
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Bag probabilities of the abnormal class and per-cell attention.
+    model: MILAggregator, bags: Sequence[Tensor], *, device: torch.device | str | None = None,
+    batch_bags: int = 64,
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Bag probabilities of the abnormal class and two per-cell rankings of every bag.
 
     Args:
-        model: a trained aggregator from :func:`build_mil` / :func:`train_mil`.
+        model: a trained aggregator (:func:`train_mil`).
         bags: embeddings ``H  # (N_i, D)`` per bag.
         device: where to run (default: the model's device).
+        batch_bags: bags per forward pass.
 
     Returns:
-        ``P(abnormal)  # (n_bags,)`` (softmax of the logits) and one ``attention  # (N_i,)``
-        array per bag.
+        ``P(abnormal)  # (n_bags,)`` (softmax of the logits), one ``attention  # (N_i,)`` and one
+        ``abnormality  # (N_i,)`` array per bag (see :class:`~slamags_core.aggregators.MILOutput`).
 
     Raises:
-        ValueError: empty bag list or bags, mismatched embedding sizes.
+        ValueError: empty bag list or bags, mismatched embedding sizes, NaN/inf embeddings.
     """
     check_bags(bags)
     if device is None:
         device = next(model.parameters()).device
     model.to(device).eval()
-    probs, attentions = [], []
-    for H in bags:
-        out = model(H.to(device, torch.float32))
-        probs.append(float(torch.softmax(out.logits, 0)[1]))
-        attentions.append(out.attention.detach().cpu().numpy())
-    return np.asarray(probs, dtype=np.float64), attentions
+    probs, attention, abnormality = [], [], []
+    for i in range(0, len(bags), batch_bags):
+        chunk = bags[i:i + batch_bags]
+        X, mask = pad_bags(chunk, device)
+        out = model(X, mask)
+        probs.append(torch.softmax(out.logits, 1)[:, 1].cpu())
+        for j, H in enumerate(chunk):
+            attention.append(out.attention[j, :len(H)].cpu().numpy())
+            abnormality.append(out.abnormality[j, :len(H)].cpu().numpy())
+    return torch.cat(probs).double().numpy(), attention, abnormality
+
+
+@dataclass
+class MILResult:
+    """What :func:`fit_evaluate` returns for one aggregator on one bag set.
+
+    Attributes:
+        model: the selected aggregator (eval mode).
+        history: :func:`train_mil`'s per-epoch records.
+        bag_ids: ids (into the bag set) of the evaluated bags.
+        y: ``(n,)`` their labels.
+        prob: ``(n,)`` ``P(abnormal)``.
+        attention: one ``(N_i,)`` attention array per bag.
+        abnormality: one ``(N_i,)`` abnormality array per bag (the reported ranking; which
+            candidate score it is: ``model.ranking_name``).
+        instance_labels: one ``(N_i,)`` 0/1 array per bag (1 = witness).
+        metrics: ``bag_f1``, ``bag_auc``, and per ranking ``r`` in :data:`RANKINGS` the
+            retrieval metrics ``{r}_topk_precision``, ``{r}_topk_recall``,
+            ``{r}_instance_auroc``; the unprefixed ``topk_precision``, ``topk_recall``,
+            ``instance_auroc`` repeat the abnormality ranking's (what the sweep reports).
+        seconds: wall-clock time of training plus evaluation.
+    """
+
+    model: MILAggregator
+    history: list[dict]
+    bag_ids: np.ndarray
+    y: np.ndarray
+    prob: np.ndarray
+    attention: list[np.ndarray]
+    abnormality: list[np.ndarray]
+    instance_labels: list[np.ndarray]
+    metrics: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def ranking(self, kind: str = "abnormality") -> list[np.ndarray]:
+        """The per-cell ranking scores of every bag: ``"abnormality"`` or ``"attention"``."""
+        if kind not in RANKINGS:
+            raise ValueError(f"unknown ranking {kind!r}; allowed: {RANKINGS}")
+        return self.abnormality if kind == "abnormality" else self.attention
+
+
+def split_bags(bagset, H: Tensor, split: str) -> tuple[np.ndarray, list[Tensor], list[int]]:
+    """Bag ids, per-bag embeddings ``[H_i  # (N_i, D)]`` and labels of one split of a bag set.
+
+    Raises:
+        ValueError: when ``H`` does not have one row per cell of the bag set.
+    """
+    if len(H) != len(bagset.bag_index):
+        raise ValueError(f"embeddings have {len(H)} rows but the bag set has "
+                         f"{len(bagset.bag_index)} cells")
+    ids = bagset.split_bags(split)
+    return ids, [H[bagset.bag_cells(i)] for i in ids], [int(bagset.bag_labels[i]) for i in ids]
+
+
+def evaluate_bags(model: MILAggregator, bags: Sequence[Tensor], y: Sequence[int],
+                  instance_labels: Sequence[np.ndarray], *, topk_fraction: float = 0.4,
+                  device: torch.device | str | None = None) -> tuple[dict, tuple]:
+    """Metrics of a trained model on labelled bags: bag F1/AUC and both rankings' retrieval.
+
+    Returns:
+        ``(metrics, (prob, attention, abnormality))``; keys as in :attr:`MILResult.metrics`.
+    """
+    prob, attention, abnormality = predict_bags(model, bags, device=device)
+    y = np.asarray(y)
+    metrics = bag_metrics(y, prob)
+    for kind, scores in zip(RANKINGS, (abnormality, attention)):
+        r = retrieval_metrics(scores, instance_labels, y, topk_fraction=topk_fraction)
+        metrics.update({f"{kind}_{k}": v for k, v in r.items()})
+        if kind == RANKINGS[0]:
+            metrics.update(r)
+    return metrics, (prob, attention, abnormality)
+
+
+def witness_ablation(model: MILAggregator, bags: Sequence[Tensor], y: Sequence[int],
+                     instance_labels: Sequence[np.ndarray], *,
+                     device: torch.device | str | None = None) -> dict:
+    """Does the bag decision rest on the witnesses? Predict again with every witness deleted.
+
+    A model that found the witnesses loses its positive bags when they are removed; a model
+    that classifies by bag-level content (a slide's stain, the mix of ordinary cells) does not
+    notice. Negative bags have no witnesses and are predicted unchanged; a bag made only of
+    witnesses is left whole (it would be empty).
+
+    Args:
+        model: a trained aggregator.
+        bags: ``[H_i  # (N_i, D)]`` the bags as evaluated.
+        y: ``(n,)`` bag labels in {0, 1} (both present).
+        instance_labels: one ``(N_i,)`` 0/1 array per bag, 1 = witness.
+        device: where to predict.
+
+    Returns:
+        ``{"bag_auc_without_witnesses"`` (ROC AUC of ``P(abnormal)`` on the ablated bags),
+        ``"max_prob_change"`` (largest ``|P_ablated - P|`` over bags)``}``.
+
+    Raises:
+        ValueError: mismatched lengths or an instance-label array not matching its bag.
+    """
+    if not len(bags) == len(y) == len(instance_labels):
+        raise ValueError(f"got {len(bags)} bags, {len(y)} labels and {len(instance_labels)} "
+                         f"instance label arrays; they must match")
+    kept = []
+    for i, (H, lab) in enumerate(zip(bags, instance_labels)):
+        lab = np.asarray(lab)
+        if lab.shape != (len(H),):
+            raise ValueError(f"bag {i}: instance_labels have shape {lab.shape}, bag has {len(H)} cells")
+        keep = lab == 0
+        kept.append(H[torch.as_tensor(keep)] if keep.any() else H)
+    prob = predict_bags(model, bags, device=device)[0]
+    prob_ablated = predict_bags(model, kept, device=device)[0]
+    return {"bag_auc_without_witnesses": bag_metrics(np.asarray(y), prob_ablated)["bag_auc"],
+            "max_prob_change": float(np.abs(np.asarray(prob_ablated) - np.asarray(prob)).max())}
+
+
+def fit_evaluate(name: str, bagset, H: Tensor, cfg: MILConfig, *, split: str = "test",
+                 device: torch.device | str | None = None, progress: bool = False) -> MILResult:
+    """Train an aggregator on a bag set's training bags, select on its validation bags, evaluate.
+
+    The one train-and-evaluate chain of the project (sweep, benchmarks, notebooks 05-07):
+    :func:`train_mil` on the ``"train"`` bags with model selection on the ``"val"`` bags, then
+    bag F1/AUC and Top-K retrieval (K = ``cfg.topk_fraction`` of each bag) on ``split``. The
+    reported retrieval metrics rank cells by *abnormality* (the model's attention score oriented by
+    bag labels: see :mod:`slamags_core.aggregators`); the raw-attention ranking's metrics come
+    alongside with an ``attention_`` prefix.
+
+    Args:
+        name: aggregator, one of :data:`slamags_core.aggregators.AGGREGATORS`.
+        bagset: a :class:`~slamags_core.bags.BagSet` (splits, bag labels, instance labels).
+        H: ``(N, D)`` embeddings of every cell of the bag set, row ``i`` for cell ``i``.
+        cfg: MIL settings (its ``seed`` seeds the MIL training).
+        split: the bags to evaluate (default ``"test"``).
+        device: where to train and predict (default CPU).
+        progress: show a bar over epochs.
+
+    Raises:
+        ValueError: embeddings that do not match the bag set, bad bags or labels (see
+            :func:`train_mil`), or an evaluated split without a positive bag.
+    """
+    t0 = time.perf_counter()
+    _, Htr, ytr = split_bags(bagset, H, "train")
+    _, Hva, yva = split_bags(bagset, H, "val")
+    ids, Hte, yte = split_bags(bagset, H, split)
+    model, history = train_mil(name, list(zip(Htr, ytr)), list(zip(Hva, yva)), cfg,
+                               device=device, progress=progress)
+    inst = [np.asarray(bagset.instance_labels[bagset.bag_cells(i)]) for i in ids]
+    metrics, (prob, att, abn) = evaluate_bags(model, Hte, yte, inst,
+                                              topk_fraction=cfg.topk_fraction, device=device)
+    return MILResult(model, history, ids, np.asarray(yte), prob, att, abn, inst, metrics,
+                     time.perf_counter() - t0)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -173,6 +174,7 @@ class _Run:
     amp: bool
     channels_last: bool
     sync_bn: bool
+    pos_labels: torch.Tensor | None = None  # (n_pos,) instance labels on the device (oracle)
 
 
 def _held_sample(pools: Pools, cfg: PretrainConfig) -> torch.Tensor:
@@ -210,7 +212,7 @@ def _compile(module, cfg: PretrainConfig, device: torch.device):
 
 
 def _setup(method: str, cfg: PretrainConfig, device: torch.device, pos, neg,
-           ctx: D.DistContext = D.SINGLE) -> _Run:
+           ctx: D.DistContext = D.SINGLE, pos_labels: np.ndarray | None = None) -> _Run:
     strategy = STRATEGIES[method]
     with torch.random.fork_rng(devices=[]):  # same init for every method of one seed
         torch.manual_seed(cfg.seed)
@@ -246,7 +248,7 @@ def _setup(method: str, cfg: PretrainConfig, device: torch.device, pos, neg,
                 _compile(encoder, cfg, device), per_task, params, opt, sched,
                 Augmenter.from_config(cfg, device), sampler, pools, _held_sample(pools, cfg),
                 D.new_group(ctx) if trains else None, uses_amp(cfg, device), channels_last,
-                sync_bn)
+                sync_bn, torch.from_numpy(pos_labels).to(device) if pos_labels is not None else None)
 
 
 @contextlib.contextmanager
@@ -281,6 +283,21 @@ def _slide_labels(n_pos: int, n_neg: int, world: int, device: torch.device) -> t
     one = torch.cat([torch.ones(n_pos, dtype=torch.long, device=device),
                      torch.zeros(n_neg, dtype=torch.long, device=device)])
     return one.repeat(world)
+
+
+def _instance_targets(run: _Run, step: int, n_neg: int) -> torch.Tensor:
+    """Oracle ceiling: the sampled cells' own labels in the gathered layout  # (B,)
+
+    The positive patches' labels are looked up through the very indices the step's batch was
+    read with (:meth:`BatchSampler.batch`); negative-pool cells are 0. Every process computes
+    the loss on the gathered global batch, so each needs every process's share of the labels:
+    all of them know the step's plan, so no labels travel.
+    """
+    w = run.ctx.world_size
+    shares = run.sampler.batch(step)[0].view(w, -1)  # row r = process r's positive indices
+    y = _slide_labels(shares.shape[1], n_neg, w, run.device).view(w, -1)
+    y[:, :shares.shape[1]] = run.pos_labels[shares.to(run.device)]
+    return y.view(-1)
 
 
 def _stat_tensors(stats: surgery.SurgeryStats, tasks: list[str]) -> dict[str, torch.Tensor]:
@@ -337,8 +354,12 @@ def _step(run: _Run, step: int, end: int | None = None) -> tuple[int, dict, list
         outs = [run.fwd(x) for x in xs] if run.per_task else run.net(xs)
     out = {g: tuple(D.gather_views(t, ctx, run.group) for t in o)  # global batch on every rank
            for g, o in zip(run.strategy.groups, outs)}
-    y = _slide_labels(len(pos), len(neg), ctx.world_size, run.device) \
-        if "all" in run.strategy.groups else None
+    if run.strategy.instance_labels:  # oracle ceiling: the cells' own labels, not slide labels
+        y = _instance_targets(run, step, len(neg))
+    elif "all" in run.strategy.groups:
+        y = _slide_labels(len(pos), len(neg), ctx.world_size, run.device)
+    else:
+        y = None
     losses = run.strategy.loss_fn(out, y, cfg, run.head)
     host = {"lr": run.opt.param_groups[0]["lr"]}
     vals = {f"loss_{k}": v.detach() for k, v in losses.items()}
@@ -481,13 +502,39 @@ def _plain_encoder(run: _Run) -> Encoder:
     return plain.to(memory_format=torch.channels_last) if run.channels_last else plain
 
 
+def _instance_labels(labels, pos, method: str) -> tuple[np.ndarray, str]:
+    """The positive pool's checked ``(n_pos,)`` int64 0/1 instance labels and their digest.
+
+    ``labels`` (the ``pos_labels`` argument) or, when ``None``, the labels the pool carries
+    (:attr:`PatchPool.labels`); given both, they must agree.
+    """
+    carried = getattr(pos, "labels", None)
+    if labels is None:
+        labels = carried
+    if labels is None:
+        raise ValueError(f"method {method!r} needs pos_labels (the positive pool's instance "
+                         f"labels): pass pos_labels, or a PatchPool that carries them "
+                         f"(BagSet.pretraining_pools())")
+    n_pos = len(pos)
+    lab = np.asarray(labels)
+    if lab.shape != (n_pos,) or not np.isin(lab, (0, 1)).all():
+        raise ValueError(f"pos_labels must be {n_pos} values in {{0, 1}} (one per positive patch), "
+                         f"got shape {lab.shape} with values {np.unique(lab)[:5].tolist()}")
+    lab = lab.astype(np.int64)
+    if carried is not None and not np.array_equal(lab, np.asarray(carried, dtype=np.int64)):
+        raise ValueError("pos_labels differ from the instance labels that pos_images carries; "
+                         "pass one of them")
+    return lab, hashlib.sha256(lab.tobytes()).hexdigest()[:16]
+
+
 # ----------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------
 
 def pretrain(method: str, pos_images, neg_images, cfg: PretrainConfig, *, device=None,
              out_dir: str | Path | None = None, resume: bool = True, progress: bool = True,
-             stop_after: int | None = None, dist: D.DistContext | None = None) -> PretrainResult:
+             stop_after: int | None = None, dist: D.DistContext | None = None,
+             pos_labels=None) -> PretrainResult:
     """Pretrain an encoder with one strategy for ``cfg.steps`` steps; checkpoint; resume exactly.
 
     Strategies (SLAM-AGS, Acerbis et al., ISBI 2026, and its baselines): ``random`` (no
@@ -497,7 +544,10 @@ def pretrain(method: str, pos_images, neg_images, cfg: PretrainConfig, *, device
     slide-negative patches, combined by ``surgery.combine``), the one-class competitor
     ``deep_svdd`` (:mod:`slamags_core.deep_svdd`) and the diagnostic ``sim_only``
     (similarity loss alone, which collapses). ``weak`` never trains the projection head, so
-    its ``z`` is a random projection of ``h``: use ``embedding="h"`` with it.
+    its ``z`` is a random projection of ``h``: use ``embedding="h"`` with it. ``oracle`` is a
+    CEILING, not a method: ``weak``'s patch classifier trained with the *instance* labels
+    of the positive pool (1 = witness; ``pos_labels`` or the pool's own) instead of slide
+    labels (negative-pool cells are all 0), looked up through each step's batch indices.
 
     Args:
         method: one of :data:`ENGINE_METHODS`.
@@ -514,11 +564,14 @@ def pretrain(method: str, pos_images, neg_images, cfg: PretrainConfig, *, device
             spans ``cfg.steps``); a later call with ``resume=True`` continues. ``None`` = all.
         dist: the process group context; default :func:`slamags_core.distributed.current`
             (set up by ``torchrun``). All ranks must call with the same arguments.
+        pos_labels: ``(n_pos,)`` 0/1 instance labels of ``pos_images``, needed by ``oracle``
+            only (part of its checkpoint's data fingerprint). Default: the labels a
+            :class:`~slamags_core.bags.PatchPool` carries (``BagSet.pretraining_pools()``).
 
     Raises:
         ValueError: unknown method, bad config values, images that are not uint8
-            ``(N, H, W, 3)``, pools too small for the batch size, or a checkpoint written
-            with another method, config or pools.
+            ``(N, H, W, 3)``, pools too small for the batch size, a checkpoint written
+            with another method, config or pools, or (``oracle``) missing or bad labels.
         NonFiniteLossError: a loss became NaN/inf (names the step and strategy; the last
             good checkpoint is left in place).
     """
@@ -528,8 +581,11 @@ def pretrain(method: str, pos_images, neg_images, cfg: PretrainConfig, *, device
                           else get_device(cfg.device))
     pos, neg = as_pool(pos_images, "pos_images", device), as_pool(neg_images, "neg_images", device)
     data = data_fingerprint(pos, neg)
+    labels = None
+    if STRATEGIES[method].instance_labels:
+        labels, data["pos_labels"] = _instance_labels(pos_labels, pos, method)
     with _backend_settings(cfg, device):
-        run = _setup(method, cfg, device, pos, neg, ctx)
+        run = _setup(method, cfg, device, pos, neg, ctx, labels)
         try:
             history, summaries, ckpt = _train(run, out_dir, resume, progress, stop_after, data)
         finally:

@@ -23,7 +23,14 @@ from slamags_core.stats import DEFAULT_MARGIN, MIN_SEEDS
 from slamags_core.utils import atomic_write_text
 
 METRIC_TITLES = {"bag_f1": "Bag F1", "bag_auc": "Bag AUC", "topk_precision": "Top-K precision",
-                 "topk_recall": "Top-K recall", "instance_auroc": "Instance AUROC"}
+                 "topk_recall": "Top-K recall", "instance_auroc": "Instance AUROC",
+                 "probe_auroc": "instance-label probe AUROC (a ceiling)",
+                 "oneclass_auroc": "one-class kNN witness AUROC (within positive bags)"}
+ONECLASS_SCORER = "oneclass_knn"    # :data:`slamags_core.diagnostics.ONECLASS_SCORER`
+SVDD_SCORER = "svdd_distance"       # :data:`slamags_core.sweep.SVDD_SCORER`
+SVDD_COMPETITOR = "deep_svdd_distance"  # its name beside the kNN scores in the MIL-free analysis
+MIL_FREE_TITLES = {ONECLASS_SCORER: "one-class kNN score, MIL-free",
+                   SVDD_SCORER: "Deep SVDD distance, MIL-free"}
 
 
 def summarise(rows: Sequence[dict], metric: str) -> dict[tuple[str, str], dict[float, tuple]]:
@@ -67,6 +74,9 @@ def markdown_table(rows: Sequence[dict], metric: str, mil: str) -> str:
                 cells.append("–")
                 continue
             mean, std, n = summ[method][wr]
+            if n == 0:
+                cells.append("–")
+                continue
             txt = f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
             cells.append(f"**{txt}**" if np.isclose(mean, best[wr]) else txt)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
@@ -141,10 +151,38 @@ def claims_markdown(analyses: Sequence[dict]) -> str:
     return "\n".join(parts)
 
 
+def variants(rows: Sequence[dict], headline: tuple[str, str] | None = None) -> list[tuple[str, str]]:
+    """The ``(embedding, stain)`` variants present, the headline first (rows without these
+    columns count as one variant ``("", "")``)."""
+    found = sorted({(r.get("embedding", ""), r.get("stain", "")) for r in rows})
+    return sorted(found, key=lambda v: (v != tuple(headline or ()), v))
+
+
+def _of_variant(rows: Sequence[dict], variant: tuple[str, str]) -> list[dict]:
+    return [r for r in rows if (r.get("embedding", ""), r.get("stain", "")) == variant]
+
+
+def _mil_order(mil: str) -> tuple:
+    return (MIL_MODELS.index(mil) if mil in MIL_MODELS else len(MIL_MODELS), mil)
+
+
+def _has_values(rows: Sequence[dict], metric: str, mil: str) -> bool:
+    return any(r["mil"] == mil and metric in r and np.isfinite(float(r[metric])) for r in rows)
+
+
+def _variant_title(variant: tuple[str, str], headline: tuple[str, str] | None) -> str:
+    if variant == ("", ""):
+        return ""
+    tag = " (headline)" if headline and variant == tuple(headline) else ""
+    return f" — embedding {variant[0]}, stain {variant[1]}{tag}"
+
+
 def results_markdown(rows: Sequence[dict], preset_name: str = "",
-                     analyses: Sequence[dict] = ()) -> str:
+                     analyses: Sequence[dict] = (),
+                     headline: tuple[str, str] | None = None) -> str:
     """The full ``results.md``: verdicts and paired differences (when per-bag predictions
-    exist), then one table per (MIL model, metric) of mean ± std over seeds."""
+    exist), then per ``(embedding, stain)`` variant one table per (scorer, metric) of
+    mean ± std over seeds and the frozen encoders' MIL-free diagnostics."""
     seeds = sorted({int(r["seed"]) for r in rows})
     parts = [f"# Witness-rate sweep ({preset_name} preset)", ""]
     if analyses:
@@ -152,23 +190,36 @@ def results_markdown(rows: Sequence[dict], preset_name: str = "",
     else:
         parts += [f"No per-bag predictions (`{PREDICTIONS_DIR}/`): no confidence intervals and no "
                   f"verdicts, only the per-seed means below.", ""]
-    parts += ["## Per-seed results", "",
-              f"Mean ± std over {len(seeds)} seed(s) {seeds} (std with ddof=1); best mean per "
-              "witness rate in bold. Metrics on held-out test bags; Top-K with K = 40% of the bag.",
-              ""]
-    for mil in sorted({r["mil"] for r in rows}):
-        for metric in ("bag_f1", "bag_auc", "topk_recall", "topk_precision", "instance_auroc"):
-            parts += [f"### {mil} MIL — {METRIC_TITLES[metric]}", "",
-                      markdown_table(rows, metric, mil), ""]
+    for variant in variants(rows, headline):
+        vrows = _of_variant(rows, variant)
+        parts += [f"## Per-seed results{_variant_title(variant, headline)}", "",
+                  f"Mean ± std over {len(seeds)} seed(s) {seeds} (std with ddof=1); best mean per "
+                  "witness rate in bold. Metrics on held-out test bags; Top-K with K = 40% of the "
+                  "bag. MIL-free scorers rank the cells without any MIL training and have no "
+                  "decision rule (no bag F1).", ""]
+        for mil in sorted({r["mil"] for r in vrows}, key=_mil_order):
+            kind = (f"{mil} MIL" if mil in MIL_MODELS else MIL_FREE_TITLES.get(mil, mil))
+            for metric in ("bag_f1", "bag_auc", "topk_recall", "topk_precision", "instance_auroc"):
+                if _has_values(vrows, metric, mil):
+                    parts += [f"### {kind} — {METRIC_TITLES[metric]}", "",
+                              markdown_table(vrows, metric, mil), ""]
+        diag_mil = ONECLASS_SCORER if any(r["mil"] == ONECLASS_SCORER for r in vrows) else None
+        for metric in ("probe_auroc", "oneclass_auroc"):
+            if diag_mil and _has_values(vrows, metric, diag_mil):
+                parts += [f"### Frozen encoder — {METRIC_TITLES[metric]}", "",
+                          markdown_table(vrows, metric, diag_mil), ""]
     return "\n".join(parts)
 
 
-def plot_results(rows: Sequence[dict], metrics: Sequence[str] = ("bag_f1", "topk_recall")):
-    """Plotly figure: one panel per (metric, MIL model), metric against witness rate per method."""
+def plot_results(rows: Sequence[dict], metrics: Sequence[str] = ("bag_f1", "topk_recall"),
+                 headline: tuple[str, str] | None = None):
+    """Plotly figure: one panel per (metric, MIL model), metric against witness rate per method
+    (mean ± std over seeds), for the headline ``(embedding, stain)`` variant."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    mils = sorted({r["mil"] for r in rows})
+    rows = _of_variant(rows, variants(rows, headline)[0])
+    mils = sorted({r["mil"] for r in rows if r["mil"] in MIL_MODELS} or {r["mil"] for r in rows})
     fig = make_subplots(rows=len(metrics), cols=len(mils), shared_xaxes=True,
                         subplot_titles=[f"{METRIC_TITLES[m]} — {mil}" for m in metrics for mil in mils])
     ticks = [100 * w for w in sorted({float(r["witness_rate"]) for r in rows})]  # one label per WR
@@ -193,13 +244,15 @@ def plot_results(rows: Sequence[dict], metrics: Sequence[str] = ("bag_f1", "topk
     return fig
 
 
-def _plot_png(rows: Sequence[dict], path: Path, metrics=("bag_f1", "topk_recall")) -> None:
+def _plot_png(rows: Sequence[dict], path: Path, metrics=("bag_f1", "topk_recall"),
+              headline: tuple[str, str] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    mils = sorted({r["mil"] for r in rows})
+    rows = _of_variant(rows, variants(rows, headline)[0])
+    mils = sorted({r["mil"] for r in rows if r["mil"] in MIL_MODELS} or {r["mil"] for r in rows})
     fig, axes = plt.subplots(len(metrics), len(mils), figsize=(5 * len(mils), 3.6 * len(metrics)),
                              squeeze=False)
     for i, metric in enumerate(metrics):
@@ -303,20 +356,34 @@ def _plot_differences_png(analyses: Sequence[dict], path: Path,
     plt.close(fig)
 
 
+def mil_free_competitors(predictions: Sequence[dict]) -> list[dict]:
+    """The per-bag predictions with Deep SVDD's own distance (scorer ``svdd_distance``) also
+    entered in the one-class kNN analysis as the method ``deep_svdd_distance``: both are
+    MIL-free witness scores, so ``slam_ags``'s kNN score is compared with the one-class
+    competitor's own score on the same test bags."""
+    extra = [dict(r, mil=ONECLASS_SCORER, method=SVDD_COMPETITOR) for r in predictions
+             if r["mil"] == SVDD_SCORER]
+    return [*predictions, *extra] if extra else list(predictions)
+
+
 def analyse_predictions(predictions: Sequence[dict], runs: Sequence[dict] | None = None, *,
-                        n_boot: int = 2000, seed: int = 0) -> list[dict]:
+                        n_boot: int = 2000, seed: int = 0,
+                        headline: tuple[str, str] | None = None) -> list[dict]:
     """:func:`slamags_core.claims.analyse` for every (scorer, embedding, stain) variant that
-    holds ``slam_ags`` predictions; MIL models first, then the MIL-free scorers."""
+    holds ``slam_ags`` predictions: the headline ``(embedding, stain)`` first, in it the MIL
+    models first, then the MIL-free scorers (see :func:`mil_free_competitors`)."""
+    predictions = mil_free_competitors(predictions)
     groups = sorted({(r["mil"], r["embedding"], r["stain"]) for r in predictions
                      if r["method"] == PAPER_METHOD},
-                    key=lambda g: (MIL_MODELS.index(g[0]) if g[0] in MIL_MODELS else 99, g))
+                    key=lambda g: ((g[1], g[2]) != tuple(headline or ()), g[1:], _mil_order(g[0])))
     return [analyse(predictions, mil=m, embedding=e, stain=s, runs=runs, n_boot=n_boot, seed=seed)
             for m, e, s in groups]
 
 
 def write_report(rows: Sequence[dict], out_dir: str | Path, preset_name: str = "", *,
                  predictions: Sequence[dict] | None = None, runs: Sequence[dict] | None = None,
-                 n_boot: int = 2000, seed: int = 0) -> list[dict]:
+                 n_boot: int = 2000, seed: int = 0,
+                 headline: tuple[str, str] | None = None) -> list[dict]:
     """Write ``results.md``, ``plots.html`` (interactive, self-contained) and ``plots.png``;
     with per-bag predictions also ``differences.html`` / ``.png`` and ``claims.json``.
 
@@ -329,6 +396,8 @@ def write_report(rows: Sequence[dict], out_dir: str | Path, preset_name: str = "
             plus ``method, witness_rate, seed``); ``None`` uses ``rows`` when they hold a
             ``collapsed`` column.
         n_boot, seed: bootstrap replicates and resampling seed.
+        headline: the ``(embedding, stain)`` variant shown first and plotted (default: the
+            first present).
 
     Returns:
         The analyses (:func:`analyse_predictions`), empty without predictions.
@@ -340,15 +409,18 @@ def write_report(rows: Sequence[dict], out_dir: str | Path, preset_name: str = "
         predictions = read_bag_predictions(out_dir / PREDICTIONS_DIR)
     if runs is None and "collapsed" in rows[0]:
         runs = rows
-    analyses = (analyse_predictions(predictions, runs, n_boot=n_boot, seed=seed)
-                if predictions else [])
-    atomic_write_text(results_markdown(rows, preset_name, analyses), out_dir / "results.md")
-    plot_results(rows).write_html(out_dir / "plots.html", include_plotlyjs=True)
-    _plot_png(rows, out_dir / "plots.png")
+    analyses = (analyse_predictions(predictions, runs, n_boot=n_boot, seed=seed,
+                                    headline=headline) if predictions else [])
+    atomic_write_text(results_markdown(rows, preset_name, analyses, headline),
+                      out_dir / "results.md")
+    plot_results(rows, headline=headline).write_html(out_dir / "plots.html",
+                                                     include_plotlyjs=True)
+    _plot_png(rows, out_dir / "plots.png", headline=headline)
     if analyses:
         plot_differences(analyses).write_html(out_dir / "differences.html", include_plotlyjs=True)
         _plot_differences_png(analyses, out_dir / "differences.png")
         atomic_write_text(json.dumps({"n_boot": n_boot, "seed": seed, "margin": DEFAULT_MARGIN,
+                                      "headline": list(headline) if headline else None,
                                       "analyses": analyses}, indent=1, default=float),
                           out_dir / "claims.json")
     return analyses

@@ -1,9 +1,25 @@
 """The paper's experiment: every pretraining method x every witness rate x seeds.
 
-For each witness rate and seed the sweep simulates train / validation / test bags, pretrains
-every method on the training bags' pools, embeds every cell with the frozen encoder, trains each
-MIL aggregator (model selection on the validation bags) and evaluates it on the held-out test
-bags. One row per ``(method, mil, witness_rate, seed)`` goes to ``DIR/results.csv``.
+For each stain mode, witness rate and seed the sweep simulates train / validation / test bags,
+pretrains every method on the training bags' pools, embeds every cell with the frozen encoder
+(the backbone ``h`` and/or the projection ``z``, from the same run), measures the encoder's
+MIL-free diagnostics on the test bags, trains each MIL aggregator (model selection on the
+validation bags) and evaluates it on the held-out test bags
+(:func:`slamags_core.mil.fit_evaluate`). The retrieval columns (``topk_*``,
+``instance_auroc``) rank cells by the model's *abnormality* score, not by raw attention.
+
+Outputs in ``DIR``:
+
+* ``results.csv``: one row per ``(method, mil, witness_rate, seed, embedding, stain)`` with the
+  metrics of :data:`METRICS`, the frozen encoder's diagnostics (:data:`DIAGNOSTICS`: the
+  instance-label probe AUROC -- a ceiling, it uses labels no method has -- and the one-class
+  kNN witness AUROC), the pretraining run's collapse diagnostics (:data:`COLLAPSE`) and the
+  stage times. Besides the MIL models, ``mil`` holds the MIL-free scorers: ``oneclass_knn``
+  (every method: the kNN novelty score ranks the cells, pooled into a bag score) and
+  ``svdd_distance`` (``deep_svdd`` only: its distance to the centre of normal cells).
+* ``predictions/``: per test bag, one file per row (:mod:`slamags_core.predictions`); what
+  the report's paired bootstrap intervals and verdicts resample.
+* ``results.md``, ``plots.*``, ``differences.*``, ``claims.json`` (:mod:`slamags_core.report`).
 
 The sweep is resumable: rows are written atomically (the whole CSV is rewritten to a temporary
 file and renamed), a restarted sweep skips finished grid cells, and an interrupted pretraining
@@ -22,6 +38,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import time
 from pathlib import Path
 from typing import Sequence
@@ -29,66 +46,105 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from slamags_core import deep_svdd
 from slamags_core import distributed as D
-from slamags_core.bags import n_witnesses
+from slamags_core.bags import STAIN_MODES, n_witnesses
+from slamags_core.claims import collapse_columns
 from slamags_core.config import METHODS, MIL_MODELS, Preset
-from slamags_core.metrics import bag_metrics, retrieval_metrics
-from slamags_core.mil import predict_bags, train_mil
-from slamags_core.pipeline import bags_of, embed_bagset, get_bags, get_pretrained
-from slamags_core.predictions import PREDICTIONS_DIR
+from slamags_core.diagnostics import (ONECLASS_SCORER, instance_probe, oneclass_scores,
+                                      rank_within_bags)
+from slamags_core.embed import EMBEDDINGS
+from slamags_core.mil import fit_evaluate
+from slamags_core.pipeline import embed_bagset, get_bags, get_pretrained
+from slamags_core.predictions import PREDICTIONS_DIR, write_bag_predictions
 from slamags_core.report import write_report
 from slamags_core.utils import atomic_write_text, get_device, to_jsonable
 from slamags_core.validation import check_float, check_int
 
+SVDD_SCORER = "svdd_distance"  # deep_svdd's own cell score (distance to its centre), MIL-free
+MIL_FREE_SCORERS: tuple[str, ...] = (ONECLASS_SCORER, SVDD_SCORER)
 METRICS: tuple[str, ...] = ("bag_f1", "bag_auc", "topk_precision", "topk_recall", "instance_auroc")
-COLUMNS: tuple[str, ...] = ("method", "mil", "witness_rate", "seed", *METRICS,
-                            "pretrain_s", "embed_s", "mil_s")
-KEY: tuple[str, ...] = ("method", "mil", "witness_rate", "seed")
+DIAGNOSTICS: tuple[str, ...] = ("probe_auroc", "oneclass_auroc", "oneclass_bag_auc")
+COLLAPSE: tuple[str, ...] = ("h_std_ratio", "h_erank", "z_std_ratio", "z_erank", "h_collapsed",
+                             "z_collapsed", "collapsed", "conflict_frac")
+KEY: tuple[str, ...] = ("method", "mil", "witness_rate", "seed", "embedding", "stain")
+COLUMNS: tuple[str, ...] = (*KEY, *METRICS, *DIAGNOSTICS, *COLLAPSE, "n_test_bags",
+                            "pretrain_s", "embed_s", "diagnostics_s", "mil_s")
+_TEXT = ("method", "mil", "embedding", "stain")
 
 
 def _key(row: dict) -> tuple:
-    return (row["method"], row["mil"], float(row["witness_rate"]), int(row["seed"]))
+    return (row["method"], row["mil"], float(row["witness_rate"]), int(row["seed"]),
+            row["embedding"], row["stain"])
 
 
 def read_results(path: str | Path) -> list[dict]:
-    """Rows of a ``results.csv`` (numbers parsed); an empty list when the file does not exist."""
+    """Rows of a ``results.csv`` (numbers parsed); an empty list when the file does not exist.
+
+    Raises:
+        ValueError: a file without the columns of :data:`COLUMNS` (e.g. written by an older
+            version of the sweep).
+    """
     path = Path(path)
     if not path.exists():
         return []
     rows = []
     with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            rows.append({k: (v if k in ("method", "mil") else
-                             int(v) if k == "seed" else float(v)) for k, v in r.items()})
+        reader = csv.DictReader(f)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise ValueError(f"{path} lacks the columns {missing} (an older sweep's results?); "
+                             f"use another output folder")
+        for r in reader:
+            rows.append({k: (v if k in _TEXT else int(v) if k == "seed" else
+                             float(v) if v != "" else math.nan) for k, v in r.items()})
     return rows
 
 
+def _sort_key(r: dict) -> tuple:
+    return (r["stain"], r["embedding"], -r["witness_rate"], r["seed"],
+            METHODS.index(r["method"]) if r["method"] in METHODS else 99, r["mil"])
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return str(v)
+
+
 def write_results(rows: Sequence[dict], path: str | Path) -> None:
-    """Write all rows atomically (temporary file + rename): never half a row on disk."""
+    """Write all rows atomically (temporary file + rename): never half a row on disk.
+
+    A row must hold every column of :data:`KEY`; a missing number is written empty (NaN).
+    """
+    for r in rows:
+        missing = [k for k in KEY if k not in r]
+        if missing:
+            raise ValueError(f"a result row lacks the key columns {missing}: {r}")
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()
-    for r in sorted(rows, key=lambda r: (-r["witness_rate"], r["seed"], METHODS.index(r["method"])
-                                         if r["method"] in METHODS else 99, r["mil"])):
-        w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in COLUMNS})
+    for r in sorted(rows, key=_sort_key):
+        w.writerow({k: _cell(r.get(k, math.nan)) for k in COLUMNS})
     atomic_write_text(buf.getvalue(), path)
 
 
-def _check_grid(preset: Preset, methods, mil_models, witness_rates, seeds
-                ) -> tuple[list[str], list[str], list[float], list[int]]:
+def _check_grid(preset: Preset, methods, mil_models, witness_rates, seeds, embeddings, stains
+                ) -> tuple[list[str], list[str], list[float], list[int], list[str], list[str]]:
     """The whole grid validated before any work starts, with plain float rates and int seeds.
 
     Every witness rate must give at least one witness in a bag of the preset's size; otherwise
     the error names the rate, the bag size and the smallest bag size that would work.
     """
-    if not (methods and mil_models and witness_rates and seeds):
-        raise ValueError("methods, MIL models, witness rates and seeds must all be non-empty")
-    for m in methods:
-        if m not in METHODS:
-            raise ValueError(f"unknown method {m!r}; allowed: {METHODS}")
-    for m in mil_models:
-        if m not in MIL_MODELS:
-            raise ValueError(f"unknown MIL model {m!r}; allowed: {MIL_MODELS}")
+    if not (methods and mil_models and witness_rates and seeds and embeddings and stains):
+        raise ValueError("methods, MIL models, witness rates, seeds, embeddings and stains must "
+                         "all be non-empty")
+    for what, values, allowed in (("method", methods, METHODS), ("MIL model", mil_models, MIL_MODELS),
+                                  ("embedding", embeddings, EMBEDDINGS),
+                                  ("stain", stains, STAIN_MODES)):
+        for v in values:
+            if v not in allowed:
+                raise ValueError(f"unknown {what} {v!r}; allowed: {tuple(allowed)}")
     rates = [check_float(wr, f"witness_rates[{i}]", gt=0, le=1)
              for i, wr in enumerate(witness_rates)]
     seeds = [check_int(s, f"seeds[{i}]", ge=0) for i, s in enumerate(seeds)]
@@ -97,7 +153,9 @@ def _check_grid(preset: Preset, methods, mil_models, witness_rates, seeds
             n_witnesses(preset.bags.bag_size, wr)
         except ValueError as err:
             raise ValueError(f"sweep grid of preset {preset.name!r}: {err}") from err
-    return list(methods), list(mil_models), rates, seeds
+    uniq = lambda xs: list(dict.fromkeys(xs))  # noqa: E731  (order kept, duplicates dropped)
+    return (uniq(methods), uniq(mil_models), uniq(rates), uniq(seeds), uniq(embeddings),
+            uniq(stains))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -135,44 +193,84 @@ def _check_config(out_dir: Path, preset: Preset) -> None:
         atomic_write_text(json.dumps({"preset": mine}, indent=2), path)
 
 
-def _evaluate(model, bagset, H, topk_fraction: float) -> dict:
-    test_H, y = bags_of(bagset, H, "test")
-    prob, attention = predict_bags(model, test_H)
-    inst = [bagset.instance_labels[bagset.bag_cells(i)] for i in bagset.split_bags("test")]
-    return {**bag_metrics(np.array(y), prob),
-            **retrieval_metrics(attention, inst, np.array(y), topk_fraction=topk_fraction)}
+def variant_preset(preset: Preset, stain: str) -> Preset:
+    """The preset with its cells' stain mode set (the bag data of one stain variant)."""
+    return preset.replace(cells=dataclasses.replace(preset.cells, stain=stain))
+
+
+def _fit_mil(mil: str, bagset, H, cfg, device) -> dict:
+    """Train one MIL model (selection on the validation bags), score the test bags.
+
+    Returns:
+        ``{"bag_ids", "labels", "prob", "ranking", "instance_labels", "metrics"}``: per test bag
+        its id, label, ``P(abnormal)`` and cell ranking -- the model's *abnormality* score (see
+        :func:`slamags_core.mil.fit_evaluate`), not raw attention -- plus bag F1/AUC and the
+        retrieval metrics of that ranking.
+    """
+    fit = fit_evaluate(mil, bagset, H, cfg, device=device)
+    return {"bag_ids": fit.bag_ids, "labels": np.asarray(fit.y),
+            "prob": np.asarray(fit.prob, dtype=np.float64),
+            "ranking": [np.asarray(a) for a in fit.abnormality],
+            "instance_labels": fit.instance_labels, "metrics": fit.metrics}
+
+
+def _mil_free_row(ranked: dict) -> dict:
+    """Metrics of a MIL-free scorer (:func:`slamags_core.diagnostics.rank_within_bags`): no
+    decision rule, so no bag F1."""
+    return {"bag_f1": math.nan, "bag_auc": ranked["bag_auc"],
+            "topk_precision": ranked["topk_precision"], "topk_recall": ranked["topk_recall"],
+            "instance_auroc": ranked["witness_auroc"]}
+
+
+def _diagnose(preset: Preset, bagset, H, seed: int) -> tuple[dict, dict]:
+    """The frozen encoder's MIL-free diagnostics on the test bags and the one-class ranking."""
+    cfg = preset.diagnostics
+    ranked = rank_within_bags(bagset, oneclass_scores(bagset, H, k=cfg.k,
+                                                      max_reference=cfg.max_reference, seed=seed),
+                              top_fraction=cfg.top_fraction, topk_fraction=preset.mil.topk_fraction)
+    probe = instance_probe(bagset, H, max_train_cells=cfg.max_train_cells, seed=seed)
+    return {"probe_auroc": float(probe["auroc"]), "oneclass_auroc": float(ranked["witness_auroc"]),
+            "oneclass_bag_auc": float(ranked["bag_auc"])}, ranked
 
 
 def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | None = None,
               mil_models: Sequence[str] | None = None,
               witness_rates: Sequence[float] | None = None, seeds: Sequence[int] | None = None,
-              device: str | None = None, progress: bool = True,
+              embeddings: Sequence[str] | None = None, stains: Sequence[str] | None = None,
+              device: str | None = None, progress: bool = True, report: bool = True,
               shard: tuple[int, int] | None = None) -> list[dict]:
-    """Run (or resume) the witness-rate sweep and write results, table, plots and logs.
+    """Run (or resume) the witness-rate sweep and write results, predictions, report and logs.
 
     Args:
         preset: stage configs (``smoke``, ``laptop`` or ``paper``).
-        out_dir: output folder: ``results.csv``, ``results.md``, ``plots.html``/``.png``,
+        out_dir: output folder: ``results.csv``, ``predictions/``, ``results.md``,
+            ``plots.html``/``.png``, ``differences.html``/``.png``, ``claims.json``,
             ``config.json``, ``sweep.log`` and ``checkpoints/``.
         methods, mil_models, witness_rates, seeds: the grid (default: the preset's).
+        embeddings: downstream features, ``"h"`` and/or ``"z"`` (default: the preset's
+            ``pretrain.embedding``); every one comes from the same pretraining run.
+        stains: stain modes of the bag data, ``"per_cell"`` and/or ``"per_bag"`` (default: the
+            preset's ``cells.stain``); every one is its own data set and pretraining.
         device: ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"`` (default: the preset's).
         progress: show a bar over the grid and per-stage bars.
-        shard: ``(K, N)``: only grid cells K, K + N, K + 2N, ... (cells are (witness rate,
-            seed, method) in this order); rows go to ``results.shard-K-of-N.csv`` and no report
-            is written (:func:`merge_results` does).
+        report: write the report (tables, intervals, verdicts, plots) at the end.
+        shard: ``(K, N)``: only grid cells K, K + N, K + 2N, ... (cells are (stain, witness
+            rate, seed, method) in this order); rows go to ``results.shard-K-of-N.csv`` and no
+            report is written (:func:`merge_results` does).
 
     Returns:
         All rows of this run's results file (earlier ones included).
 
     Raises:
-        ValueError: a bad grid (unknown method or MIL model, a witness rate outside (0, 1] or
-            too small to give one witness at the preset's bag size, a seed that is not an
-            integer >= 0) or shard, checked before any work starts; or ``out_dir`` holding
-            results of another configuration.
+        ValueError: a bad grid (unknown method, MIL model, embedding or stain, a witness rate
+            outside (0, 1] or too small to give one witness at the preset's bag size, a seed
+            that is not an integer >= 0) or shard, checked before any work starts; or
+            ``out_dir`` holding results of another configuration.
     """
-    methods, mil_models, witness_rates, seeds = _check_grid(
+    methods, mil_models, witness_rates, seeds, embeddings, stains = _check_grid(
         preset, methods or preset.methods, mil_models or preset.mil_models,
-        witness_rates or preset.witness_rates, seeds if seeds is not None else preset.seeds)
+        witness_rates or preset.witness_rates, seeds if seeds is not None else preset.seeds,
+        embeddings or (preset.pretrain.embedding,), stains or (preset.cells.stain,))
     if shard is not None:
         shard = parse_shard(f"{shard[0]}/{shard[1]}")
     ctx = D.current()
@@ -184,7 +282,7 @@ def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | N
     stem = shard_name(shard)
     csv_path, log_path = out_dir / f"{stem}.csv", out_dir / "sweep.log"
     grid_spec = {"methods": methods, "mil_models": mil_models, "witness_rates": witness_rates,
-                 "seeds": seeds}
+                 "seeds": seeds, "embeddings": embeddings, "stains": stains}
     if shard is not None and ctx.is_main:
         atomic_write_text(json.dumps({"shard": list(shard), "grid": grid_spec}, indent=1),
                           out_dir / f"{stem}.json")
@@ -196,53 +294,91 @@ def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | N
             with open(log_path, "a") as f:
                 f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
 
+    def scorers(method: str, embedding: str) -> list[str]:
+        extra = [SVDD_SCORER] if method == deep_svdd.METHOD and embedding == "h" else []
+        return [*mil_models, ONECLASS_SCORER, *extra]
+
     log(f"start preset={preset.name} device={dev} processes={ctx.world_size} methods={methods} "
-        f"mil={mil_models} witness_rates={witness_rates} seeds={seeds} shard={shard} "
-        f"({len(done)} rows already done)")
-    grid = [(wr, s, m) for wr in witness_rates for s in seeds for m in methods]
+        f"mil={mil_models} witness_rates={witness_rates} seeds={seeds} embeddings={embeddings} "
+        f"stains={stains} shard={shard} ({len(done)} rows already done)")
+    grid = [(st, wr, s, m) for st in stains for wr in witness_rates for s in seeds for m in methods]
     if shard is not None:
         grid = grid[shard[0]::shard[1]]
-    bar = tqdm(total=len(grid) * len(mil_models), desc="sweep",
-               disable=not progress or not ctx.is_main)
-    loaded: tuple = (None, None)  # ((witness_rate, seed), BagSet) of the current grid cell
-    for wr, seed, method in grid:
-        todo = [m for m in mil_models if (method, m, wr, seed) not in done]
-        bar.update(len(mil_models) - len(todo))
-        if not todo:
+    bar = tqdm(total=sum(len(scorers(m, e)) for (_, _, _, m) in grid for e in embeddings),
+               desc="sweep", disable=not progress or not ctx.is_main)
+    loaded: tuple = (None, None)  # ((stain, witness_rate, seed), BagSet) of the current cell
+    for stain, wr, seed, method in grid:
+        todo = {e: [sc for sc in scorers(method, e) if (method, sc, wr, seed, e, stain) not in done]
+                for e in embeddings}
+        bar.update(sum(len(scorers(method, e)) - len(t) for e, t in todo.items()))
+        if not any(todo.values()):
             continue
-        bar.set_postfix_str(f"WR={wr:g} seed={seed} {method}")
-        if loaded[0] != (wr, seed):  # consecutive methods share one bag set: load it once
+        bar.set_postfix_str(f"{stain} WR={wr:g} seed={seed} {method}")
+        vp = variant_preset(preset, stain)
+        if loaded[0] != (stain, wr, seed):  # consecutive methods share one bag set: load once
+            tb = time.perf_counter()
             with D.main_first(ctx):  # rank 0 renders it, the others open the finished set
-                loaded = ((wr, seed), get_bags(preset, wr, seed))
+                loaded = ((stain, wr, seed), get_bags(vp, wr, seed))
+            log(f"bags stain={stain} witness_rate={wr:g} seed={seed}: {loaded[1].n_bags} bags, "
+                f"{len(loaded[1].images)} cells, rendered or loaded in {time.perf_counter() - tb:.1f} s")
         bagset = loaded[1]
         t0 = time.perf_counter()
-        result = get_pretrained(preset, bagset, method, seed, device=dev,
+        result = get_pretrained(vp, bagset, method, seed, device=dev,
                                 root=out_dir / "checkpoints", progress=progress)
-        t1 = time.perf_counter()
-        if not ctx.is_main:  # embedding and MIL are cheap: rank 0 alone
+        pretrain_s = time.perf_counter() - t0
+        if not ctx.is_main:  # embedding, diagnostics and MIL are cheap: rank 0 alone
             continue
-        H = embed_bagset(preset, bagset, result, seed, device=dev)
-        t2 = time.perf_counter()
-        train, val = bags_of(bagset, H, "train"), bags_of(bagset, H, "val")
-        for mil in todo:
-            t3 = time.perf_counter()
-            model, _ = train_mil(mil, list(zip(*train)), list(zip(*val)),
-                                 dataclasses.replace(preset.mil, seed=seed), device=dev,
-                                 progress=False)
-            scores = _evaluate(model, bagset, H, preset.mil.topk_fraction)
-            row = {"method": method, "mil": mil, "witness_rate": wr, "seed": seed,
-                   **{k: float(v) for k, v in scores.items() if k in METRICS},
-                   "pretrain_s": t1 - t0, "embed_s": t2 - t1, "mil_s": time.perf_counter() - t3}
-            rows.append(row)
-            done.add(_key(row))
-            write_results(rows, csv_path)
-            log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                         for k, v in row.items()))
-            bar.update(1)
+        run = collapse_columns(result.summaries)  # the last checkpoint summary
+        n_test = len(bagset.split_bags("test"))
+        for embedding, todo_e in todo.items():
+            if not todo_e:
+                continue
+            t1 = time.perf_counter()
+            H = embed_bagset(vp, bagset, result, seed, device=dev, which=embedding)
+            t2 = time.perf_counter()
+            diag, ranked = _diagnose(vp, bagset, H, seed)
+            diagnostics_s = time.perf_counter() - t2
+            key = {"method": method, "witness_rate": wr, "seed": seed, "embedding": embedding,
+                   "stain": stain}
+            common = {**diag, **run, "n_test_bags": n_test, "pretrain_s": pretrain_s,
+                      "embed_s": t2 - t1, "diagnostics_s": diagnostics_s}
+            for scorer in todo_e:
+                t3 = time.perf_counter()
+                if scorer in mil_models:
+                    fit = _fit_mil(scorer, bagset, H, dataclasses.replace(preset.mil, seed=seed), dev)
+                    metrics = fit["metrics"]
+                    write_bag_predictions(
+                        out_dir, **key, mil=scorer, bag_ids=fit["bag_ids"], labels=fit["labels"],
+                        scores=fit["prob"], decisions=(fit["prob"] > 0.5).astype(int),
+                        rankings=fit["ranking"], instance_labels=fit["instance_labels"],
+                        topk_fraction=preset.mil.topk_fraction)
+                else:
+                    if scorer == SVDD_SCORER:  # Deep SVDD's distance to its centre ranks cells
+                        cells = deep_svdd.svdd_scores(H, result.head.c.cpu())
+                        scored = rank_within_bags(bagset, cells,
+                                                  top_fraction=preset.diagnostics.top_fraction,
+                                                  topk_fraction=preset.mil.topk_fraction)
+                    else:
+                        scored = ranked
+                    metrics = _mil_free_row(scored)
+                    write_bag_predictions(
+                        out_dir, **key, mil=scorer, bag_ids=scored["bag_ids"],
+                        labels=scored["labels"], scores=scored["bag_scores"],
+                        rankings=scored["rankings"], instance_labels=scored["instance_labels"],
+                        topk_fraction=preset.mil.topk_fraction)
+                row = {**key, "mil": scorer, **{k: float(metrics[k]) for k in METRICS},
+                       **common, "mil_s": time.perf_counter() - t3}
+                rows.append(row)
+                done.add(_key(row))
+                write_results(rows, csv_path)
+                log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in row.items()))
+                bar.update(1)
     bar.close()
     D.barrier(ctx)
-    if shard is None and ctx.is_main:
-        write_report(rows, out_dir, preset_name=preset.name)
+    if report and shard is None and ctx.is_main:
+        write_report(rows, out_dir, preset_name=preset.name,
+                     headline=(preset.pretrain.embedding, preset.cells.stain))
     log(f"done: {len(rows)} rows")
     return rows
 
@@ -317,7 +453,9 @@ def merge_results(sources: Sequence[str | Path], out_dir: str | Path, *,
     _merge_predictions(sources, out_dir)
     merged = [r for r, _ in rows.values()]
     write_results(merged, out_dir / "results.csv")
-    write_report(merged, out_dir, preset_name=config.get("name", ""))
+    headline = ((config["pretrain"]["embedding"], config["cells"]["stain"])
+                if "pretrain" in config and "stain" in config.get("cells", {}) else None)
+    write_report(merged, out_dir, preset_name=config.get("name", ""), headline=headline)
     return merged
 
 

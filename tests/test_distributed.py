@@ -42,11 +42,18 @@ def _flat_grads(params):
     return torch.cat([p.grad.reshape(-1) for p in params])
 
 
+def _labels():
+    """Instance labels of the positive pool (for the oracle ceiling): every third patch."""
+    return (np.arange(24) % 3 == 0).astype(np.int64)
+
+
 def _first_step_grads(method, ctx):
     """The gradient a process holds after step 0 (written by DDP or by the surgery)."""
     pos, neg = _pools()
     cpu = torch.device("cpu")
-    run = P._setup(method, CFG, cpu, B.as_pool(pos, "p", cpu), B.as_pool(neg, "n", cpu), ctx)
+    labels = _labels() if STRATEGIES[method].instance_labels else None
+    run = P._setup(method, CFG, cpu, B.as_pool(pos, "p", cpu), B.as_pool(neg, "n", cpu), ctx,
+                   labels)
     P._step(run, 0)
     return _flat_grads(run.params)
 
@@ -68,7 +75,9 @@ def _worker(rank, port, out):
     resumed = P.pretrain("slam_ags", pos, neg, CFG, out_dir=f"{out}/resumed", **kw)  # rank 0's file
     result["resumed"] = resumed.encoder.state_dict()
     result["weak"] = P.pretrain("weak", pos, neg, CFG, **kw).encoder.state_dict()
-    for method in ("slam_ags", "simclr"):
+    result["oracle"] = P.pretrain("oracle", pos, neg, CFG, pos_labels=_labels(),
+                                  **kw).encoder.state_dict()
+    for method in ("slam_ags", "simclr", "oracle"):
         result[f"grad_{method}"] = _first_step_grads(method, ctx)
     torch.save(result, f"{out}/rank{rank}.pt")
     D.teardown()
@@ -99,7 +108,7 @@ def _same(a, b):
 
 def test_weights_identical_across_ranks(ranks):
     _, (r0, r1) = ranks
-    for key in ("straight", "resumed", "weak"):  # parameters and BatchNorm buffers
+    for key in ("straight", "resumed", "weak", "oracle"):  # parameters and BatchNorm buffers
         assert _same(r0[key], r1[key]), key
     assert r0["history"] == r1["history"]  # every rank computes the same global losses
 
@@ -120,10 +129,17 @@ def _reference_grads(method):
     torch.manual_seed(CFG.seed)
     enc = build_encoder(CFG)
     params = list(enc.parameters())
+    head, y = None, []
+    if strategy.head:  # a patch classifier on h (oracle): the projector is not trained
+        head = torch.nn.Linear(enc.feature_dim, 2)
+        params = [p for n, p in enc.named_parameters() if not n.startswith("projector.")] + \
+            list(head.parameters())
     sampler = B.BatchSampler(len(pos), len(neg), CFG.batch_size, CFG.seed, WORLD)
     parts = {g: [] for g in strategy.groups}
     for r in range(WORLD):
         pi, ni = sampler.shard(0, r)
+        y.append(torch.cat([torch.from_numpy(_labels()[pi.numpy()]),  # this share's own labels
+                            torch.zeros(len(ni), dtype=torch.long)]))
         p, n = torch.from_numpy(pos[pi.numpy()]), torch.from_numpy(neg[ni.numpy()])
         aug = Augmenter.from_config(CFG, generator=B.augmentation_generator(CFG.seed, 0, r))
         for g in strategy.groups:
@@ -136,7 +152,7 @@ def _reference_grads(method):
         h_halves = [(t[: len(t) // 2], t[len(t) // 2:]) for t in (hz[0] for hz in per_rank)]
         out[g] = (torch.cat([a for a, _ in h_halves] + [b for _, b in h_halves]),
                   torch.cat([a for a, _ in halves] + [b for _, b in halves]))
-    losses = strategy.loss_fn(out, None, CFG, None)
+    losses = strategy.loss_fn(out, torch.cat(y) if strategy.instance_labels else None, CFG, head)
     if strategy.surgery is None:
         sum(losses.values()).backward()
         return _flat_grads(params)
@@ -145,7 +161,7 @@ def _reference_grads(method):
     return g
 
 
-@pytest.mark.parametrize("method", ["slam_ags", "simclr"])
+@pytest.mark.parametrize("method", ["slam_ags", "simclr", "oracle"])
 def test_combined_gradient_equals_one_process_on_the_global_batch(ranks, method):
     _, (r0, r1) = ranks
     ref = _reference_grads(method)

@@ -1,149 +1,119 @@
-"""MIL aggregators and training: paper formulas, invariances, retrieval of planted witnesses."""
+"""MIL training, prediction and evaluation: planted bags with known answers, model selection,
+determinism without global reseeding, padding, a planted slide-level confounder, bad input."""
 import dataclasses
+import random
 
 import numpy as np
 import pytest
 import torch
 
+from slamags_core.aggregators import AGGREGATORS
+from slamags_core.bags import BagSet
 from slamags_core.config import MILConfig, get_preset
-from slamags_core.metrics import retrieval_metrics, topk_hits
-from slamags_core.mil import AGGREGATORS, MILOutput, build_mil, predict_bags, train_mil
+from slamags_core.metrics import bag_metrics, retrieval_metrics, topk_hits
+from slamags_core.mil import (MILResult, check_bags, fit_evaluate, pad_bags, predict_bags,
+                              train_mil, witness_ablation)
 
-CFG = MILConfig(epochs=30, hidden_dim=16, n_prototypes=2, patience=30, lr=3e-3)
+CFG = MILConfig(epochs=30, hidden_dim=16, n_prototypes=2, patience=30, lr=3e-3, batch_bags=4,
+                restarts=1, warmup_epochs=1)
 
 
-def _bags(n, N=24, D=8, n_wit=3, shift=4.0, seed=0):
-    """Gaussian bags; positive bags (odd index) hold ``n_wit`` witnesses shifted by ``shift``."""
+def _bags(n, N=24, D=8, n_wit=3, shift=4.0, seed=0, sizes=None, offset=None):
+    """Gaussian bags; positive bags (odd index) hold ``n_wit`` witnesses shifted by ``shift`` on
+    the first two features. ``offset(i, y)`` adds a per-bag vector to every cell (a 'stain')."""
     g = torch.Generator().manual_seed(seed)
     bags, inst = [], []
     for i in range(n):
-        H = torch.randn(N, D, generator=g)
-        lab = np.zeros(N, dtype=int)
-        if i % 2:
-            idx = torch.randperm(N, generator=g)[:n_wit]
+        n_i = N if sizes is None else sizes[i % len(sizes)]
+        H = torch.randn(n_i, D, generator=g)
+        lab = np.zeros(n_i, dtype=int)
+        y = i % 2
+        if y:
+            idx = torch.randperm(n_i, generator=g)[:n_wit]
             H[idx, :2] += shift
             lab[idx.numpy()] = 1
-        bags.append((H, i % 2))
+        if offset is not None:
+            H += offset(i, y)
+        bags.append((H, y))
         inst.append(lab)
     return bags, inst
 
 
-def _model(name, D=8):
-    torch.manual_seed(0)
-    m = build_mil(name, D, CFG)
-    m.standardize.mu.normal_()  # non-trivial standardisation is part of every formula
-    m.standardize.sigma.uniform_(0.5, 2.0)
-    return m.eval()
-
-
-@pytest.mark.parametrize("name", AGGREGATORS)
-def test_permutation_invariance_and_attention_simplex(name):
-    m = _model(name)
-    H = torch.randn(17, 8)
-    perm = torch.randperm(17)
-    out, out_p = m(H, y=1), m(H[perm], y=1)
-    assert isinstance(out, MILOutput) and out.logits.shape == (2,) and out.attention.shape == (17,)
-    torch.testing.assert_close(out_p.logits, out.logits)
-    torch.testing.assert_close(out_p.attention, out.attention[perm])
-    torch.testing.assert_close(out_p.aux_loss, out.aux_loss)
-    assert (out.attention >= 0).all()
-    torch.testing.assert_close(out.attention.sum(), torch.tensor(1.0))
-
-
-def _x(m, H):
-    return torch.relu(m.embed[0]((H - m.standardize.mu) / m.standardize.sigma))
-
-
-def test_mean_and_max_formulas():
-    H = torch.randn(9, 8)
-    m = _model("mean")
-    with torch.no_grad():
-        out = m(H)
-        torch.testing.assert_close(out.logits, m.classifier(_x(m, H).mean(0)))
-        torch.testing.assert_close(out.attention, torch.full((9,), 1 / 9))
-        m = _model("max")
-        s = m.score(_x(m, H)).squeeze(-1)
-        out = m(H)
-    torch.testing.assert_close(out.logits, torch.stack([torch.tensor(0.0), s.max()]))
-    torch.testing.assert_close(out.attention, torch.exp(s) / torch.exp(s).sum())
-
-
-def test_abmil_matches_ilse_gated_attention():
-    """a = softmax(w^T (tanh(V h) * sigm(U h))) written out in NumPy (Ilse et al. 2018, eq. 9)."""
-    m = _model("abmil")
-    H = torch.randn(11, 8)
-    with torch.no_grad():
-        h = _x(m, H).double().numpy()
-        V, bV = m.V.weight.double().numpy(), m.V.bias.double().numpy()
-        U, bU = m.U.weight.double().numpy(), m.U.bias.double().numpy()
-        w, bw = m.w.weight.double().numpy()[0], m.w.bias.double().numpy()[0]
-        out = m(H)
-    e = (np.tanh(h @ V.T + bV) * (1 / (1 + np.exp(-(h @ U.T + bU))))) @ w + bw
-    a = np.exp(e - e.max()) / np.exp(e - e.max()).sum()
-    z = a @ h
-    logits = z @ m.classifier.weight.detach().double().numpy().T + m.classifier.bias.detach().double().numpy()
-    np.testing.assert_allclose(out.attention.numpy(), a, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(out.logits.numpy(), logits, rtol=1e-5, atol=1e-6)
-
-
-def test_prototype_model_matches_written_formulas():
-    m = _model("prototype")
-    H = torch.randn(13, 8)
-    with torch.no_grad():
-        h = _x(m, H).double()
-        g = torch.tanh(m.V(h.float())).double() * torch.sigmoid(m.U(h.float())).double()  # (N, L)
-        P = m.prototypes.double()  # (C, M, L)
-        A = torch.stack([torch.softmax(torch.stack([g @ P[c, j] for j in range(P.shape[1])]).max(0).values, 0)
-                         for c in range(2)])  # (C, N)
-        logits = torch.stack([m.head_g[c] * (m.head_v[c] @ (A[c] @ h).float()) / m.head_v[c].norm()
-                              + m.head_b[c]
-                              for c in range(2)])
-        cos = lambda a, b: (a @ b) / (a.norm() * b.norm())  # noqa: E731
-        dist1 = torch.stack([1 - max(cos(g[n], P[1, j]) for j in range(P.shape[1])) for n in range(13)])
-        sep = np.mean([max(0.0, float(cos(P[0, i], P[1, j]))) for i in range(2) for j in range(2)])
-        out = m(H, y=1)
-        # weight norm: rescaling v_c leaves the logits unchanged
-        m.head_v.mul_(3.0)
-        logits_scaled = m(H).logits
-    torch.testing.assert_close(out.attention.double(), A[1], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(out.logits, logits.float(), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out.aux_loss.double(), (A[1] * dist1).sum() + sep, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(logits_scaled, out.logits)
-
-
-@pytest.mark.parametrize("name", ["abmil", "prototype"])
+@pytest.mark.parametrize("name", ["abmil", "prototype", "max"])
 def test_planted_witnesses_are_retrieved_first(name):
     train, _ = _bags(16, seed=0)
     val, _ = _bags(8, seed=1)
     test, inst = _bags(8, seed=2)
-    model, hist = train_mil(name, train, val, CFG, progress=False)
-    prob, att = predict_bags(model, [H for H, _ in test])
+    cfg = dataclasses.replace(CFG, lr=1e-2) if name == "max" else CFG  # one cell per bag learns
+    model, hist = train_mil(name, train, val, cfg, progress=False)
+    prob, att, abn = predict_bags(model, [H for H, _ in test])
     y = np.array([y for _, y in test])
     assert prob[y == 1].min() > prob[y == 0].max()
-    for i in np.flatnonzero(y == 1):  # the most attended cell of every positive bag is a witness
-        assert topk_hits(att[i], inst[i], 1) == 1
-    m = retrieval_metrics(att, inst, y, k=6)  # K = twice the number of witnesses
+    for i in np.flatnonzero(y == 1):  # the most abnormal cell of every positive bag is a witness
+        assert topk_hits(abn[i], inst[i], 1) == 1
+    m = retrieval_metrics(abn, inst, y, k=6)  # K = twice the number of witnesses
     assert m["topk_recall"] >= 0.9 and m["instance_auroc"] > 0.9
 
 
-def test_model_selection_on_validation_loss_and_determinism():
+def test_variable_bag_sizes_train_and_predict_like_single_bags():
+    train, _ = _bags(12, sizes=[10, 24, 17], seed=0)
+    val, _ = _bags(6, sizes=[9, 30], seed=1)
+    model, _ = train_mil("abmil", train, val, dataclasses.replace(CFG, epochs=3), progress=False)
+    bags = [H for H, _ in val]
+    prob, att, abn = predict_bags(model, bags)
+    for H, p, a, s in zip(bags, prob, att, abn):
+        with torch.no_grad():
+            out = model(H)
+        assert p == pytest.approx(float(torch.softmax(out.logits, 0)[1]), rel=1e-5)
+        np.testing.assert_allclose(a, out.attention.numpy(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(s, out.abnormality.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_selection_over_restarts_restores_the_lowest_validation_loss():
     train, _ = _bags(8, seed=0)
     val, _ = _bags(4, seed=1)
-    cfg = dataclasses.replace(CFG, epochs=6, patience=2)
-    m1, h1 = train_mil("abmil", train, val, cfg, progress=False)
-    m2, h2 = train_mil("abmil", train, val, cfg, progress=False)
+    cfg = dataclasses.replace(CFG, epochs=6, patience=2, restarts=3)
+    model, hist = train_mil("abmil", train, val, cfg, progress=False)
+    assert {h["restart"] for h in hist} == {0, 1, 2}
+    chosen = [h for h in hist if h["selected"]]
+    assert len(chosen) == 1 and chosen[0]["val_loss"] == min(h["val_loss"] for h in hist)
+    for r in range(3):  # early stopping per restart
+        best = min((h for h in hist if h["restart"] == r), key=lambda h: h["val_loss"])
+        assert len([h for h in hist if h["restart"] == r]) <= best["epoch"] + 1 + cfg.patience
+    prob, _, _ = predict_bags(model, [H for H, _ in val])
+    yv = np.array([y for _, y in val])
+    ce = -np.mean(np.log(np.where(yv == 1, prob, 1 - prob)))
+    assert ce == pytest.approx(chosen[0]["val_loss"], rel=1e-4)
+
+
+def test_same_seed_same_model_and_global_rngs_untouched():
+    train, _ = _bags(8, seed=0)
+    val, _ = _bags(4, seed=1)
+    cfg = dataclasses.replace(CFG, epochs=4, restarts=2, instance_dropout=0.3)
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    states = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    m1, h1 = train_mil("prototype", train, val, cfg, progress=False)
+    assert torch.equal(torch.get_rng_state(), states[0])
+    assert np.array_equal(np.random.get_state()[1], states[1]) and random.getstate() == states[2]
+    m2, h2 = train_mil("prototype", train, val, cfg, progress=False)
     assert [h["val_loss"] for h in h1] == [h["val_loss"] for h in h2]
     for (k, v1), v2 in zip(m1.state_dict().items(), m2.state_dict().values()):
         assert torch.equal(v1, v2), k
-    best = int(np.argmin([h["val_loss"] for h in h1]))
-    assert h1[best]["best"] and len(h1) <= best + 1 + cfg.patience
-    # the restored state is the best epoch's: its validation loss is the minimum
-    prob, _ = predict_bags(m1, [H for H, _ in val])
-    yv = np.array([y for _, y in val])
-    ce = -np.mean(np.log(np.where(yv == 1, prob, 1 - prob)))
-    assert ce == pytest.approx(h1[best]["val_loss"], rel=1e-4)
-    _, h3 = train_mil("abmil", train, val, dataclasses.replace(cfg, seed=1), progress=False)
+    _, h3 = train_mil("prototype", train, val, dataclasses.replace(cfg, seed=1), progress=False)
     assert [h["val_loss"] for h in h3] != [h["val_loss"] for h in h1]
+
+
+def test_instance_dropout_keeps_every_bag_non_empty():
+    import slamags_core.mil as M
+
+    mask = torch.tensor([[True] * 5 + [False] * 3, [True] + [False] * 7])
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        kept = M._drop_instances(mask, 0.9, g)
+        assert kept.any(1).all() and not (kept & ~mask).any()
+    assert torch.equal(M._drop_instances(mask, 0.0, g), mask)
 
 
 def test_standardizer_uses_training_statistics():
@@ -151,8 +121,75 @@ def test_standardizer_uses_training_statistics():
     val, _ = _bags(2, seed=1)
     model, _ = train_mil("mean", train, val, dataclasses.replace(CFG, epochs=1), progress=False)
     X = torch.cat([H for H, _ in train])
-    torch.testing.assert_close(model.standardize.mu, X.mean(0))
-    torch.testing.assert_close(model.standardize.sigma, X.std(0, unbiased=False))
+    torch.testing.assert_close(model.mu, X.mean(0))
+    torch.testing.assert_close(model.sigma, X.std(0, unbiased=False))
+
+
+def _confounded(n, seed, sign):
+    """Every bag carries a slide offset of +-3 on feature 3 that equals the label's sign in
+    training and validation (sign=+1) and the opposite in the test bags (sign=-1)."""
+    return _bags(n, seed=seed, n_wit=4, shift=3.0,
+                 offset=lambda i, y: torch.tensor([0, 0, 0, sign * (6.0 * y - 3.0), 0, 0, 0, 0]))
+
+
+def test_bag_centring_removes_a_planted_slide_confounder():
+    """A slide-level offset perfectly correlated with the label in training and reversed in the
+    test bags: bag centring ignores it and finds the witnesses instead."""
+    train, _ = _confounded(16, 0, +1)
+    val, _ = _confounded(8, 1, +1)
+    test, inst = _confounded(12, 2, -1)
+    y = np.array([y for _, y in test])
+    cfg = dataclasses.replace(CFG, bag_center=True)
+    model, _ = train_mil("abmil", train, val, cfg, progress=False)
+    prob, _, abn = predict_bags(model, [H for H, _ in test])
+    assert prob[y == 1].min() > prob[y == 0].max()
+    assert retrieval_metrics(abn, inst, y, k=4)["instance_auroc"] > 0.9
+    model, _ = train_mil("abmil", train, val, dataclasses.replace(cfg, bag_center=False),
+                         progress=False)
+    prob, _, _ = predict_bags(model, [H for H, _ in test])
+    assert prob[y == 1].mean() < prob[y == 0].mean()  # without it the shortcut wins and inverts
+
+
+def _bagset(bags, inst, splits):
+    """A BagSet around planted embeddings (images are 1-px placeholders)."""
+    H = torch.cat([b for b, _ in bags])
+    sizes = [len(b) for b, _ in bags]
+    n = len(H)
+    bs = BagSet(images=np.zeros((n, 1, 1, 3), np.uint8),
+                bag_index=np.repeat(np.arange(len(bags)), sizes),
+                instance_labels=np.concatenate(inst).astype(np.int8),
+                cell_types=np.where(np.concatenate(inst) == 1, "BLA", "LYT").astype("<U16"),
+                cell_ids=np.arange(n), bag_labels=np.array([y for _, y in bags]),
+                bag_split=np.array(splits, dtype="<U5"), witness_rate=0.125, config={})
+    return bs, H
+
+
+def test_fit_evaluate_on_a_planted_bag_set():
+    tr, itr = _bags(16, seed=0)
+    va, iva = _bags(8, seed=1)
+    te, ite = _bags(8, seed=2)
+    bs, H = _bagset(tr + va + te, itr + iva + ite, ["train"] * 16 + ["val"] * 8 + ["test"] * 8)
+    cfg = dataclasses.replace(CFG, topk_fraction=0.25)
+    r = fit_evaluate("prototype", bs, H, cfg)
+    assert isinstance(r, MILResult)
+    np.testing.assert_array_equal(r.bag_ids, np.arange(24, 32))
+    # Ranking of bags is perfect; the 0.5 threshold is not asserted (a 30-epoch toy with instance
+    # dropout leaves the negatives' P(abnormal) near 0.5), only that F1 is computed from prob.
+    assert r.metrics["bag_auc"] == 1.0
+    assert r.metrics["bag_f1"] == bag_metrics(r.y, r.prob)["bag_f1"]
+    assert r.prob[r.y == 1].min() > r.prob[r.y == 0].max()
+    assert r.metrics["topk_recall"] >= 0.9 and r.metrics["instance_auroc"] > 0.9
+    for key in ("topk_precision", "topk_recall", "instance_auroc"):
+        assert r.metrics[key] == r.metrics[f"abnormality_{key}"]
+        assert f"attention_{key}" in r.metrics
+    assert r.ranking("attention") is r.attention and r.ranking() is r.abnormality
+    assert r.model.ranking_name in r.model.candidate_names
+    again = fit_evaluate("prototype", bs, H, cfg)
+    assert again.metrics == r.metrics  # same seed, same numbers
+    with pytest.raises(ValueError, match="rows but the bag set has"):
+        fit_evaluate("abmil", bs, H[:-1], cfg)
+    with pytest.raises(ValueError, match="unknown ranking"):
+        r.ranking("gradcam")
 
 
 def test_smoke_preset_mil_config_is_usable():
@@ -160,7 +197,7 @@ def test_smoke_preset_mil_config_is_usable():
     train, _ = _bags(4, seed=0)
     val, _ = _bags(2, seed=1)
     model, hist = train_mil("prototype", train, val, cfg, progress=False)
-    assert 1 <= len(hist) <= cfg.epochs
+    assert 1 <= len(hist) <= cfg.epochs * cfg.restarts
 
 
 def _bad(kind):
@@ -172,13 +209,18 @@ def _bad(kind):
         "label 2": [(torch.randn(5, 4), 2), (torch.randn(6, 4), 1)],
         "label -1": [(torch.randn(5, 4), -1), (torch.randn(6, 4), 1)],
         "label 0.5": [(torch.randn(5, 4), 0.5), (torch.randn(6, 4), 1)],
+        "label True": [(torch.randn(5, 4), True), (torch.randn(6, 4), 0)],
         "nan": [(torch.full((5, 4), float("nan")), 0), (torch.randn(6, 4), 1)],
+        "inf": [(torch.full((5, 4), float("inf")), 0), (torch.randn(6, 4), 1)],
         "1-d bag": [(torch.randn(5), 0), (torch.randn(6, 4), 1)],
     }.get(kind, good)
 
 
-@pytest.mark.parametrize("kind", ["no bags", "empty bag", "sizes differ", "label 2", "label -1", "label 0.5",
-                                  "nan", "1-d bag"])
+BAD = ["no bags", "empty bag", "sizes differ", "label 2", "label -1", "label 0.5", "label True",
+       "nan", "inf", "1-d bag"]
+
+
+@pytest.mark.parametrize("kind", BAD)
 def test_train_mil_bad_bags(kind):
     with pytest.raises(ValueError):
         train_mil("abmil", _bad(kind), _bad("good"), CFG, progress=False)
@@ -190,37 +232,73 @@ def test_error_messages_name_the_problem():
     with pytest.raises(ValueError, match="bag 1 has embedding size 3 but bag 0 has 4"):
         train_mil("abmil", _bad("sizes differ"), _bad("good"), CFG, progress=False)
     with pytest.raises(ValueError, match="bag 0 is empty"):
-        predict_bags(build_mil("abmil", 4, CFG), [torch.randn(0, 4)])
+        predict_bags(train_mil("abmil", _bad("good"), _bad("good"), dataclasses.replace(CFG, epochs=1),
+                               progress=False)[0], [torch.randn(0, 4)])
     with pytest.raises(ValueError, match="val_bags have embedding size 3"):
         train_mil("abmil", _bad("good"), [(torch.randn(5, 3), 0)], CFG, progress=False)
     with pytest.raises(ValueError, match="allowed labels: 0, 1"):
         train_mil("abmil", _bad("label 2"), _bad("good"), CFG, progress=False)
+    with pytest.raises(ValueError, match="bag 0 contains NaN"):
+        check_bags([H for H, _ in _bad("nan")])
 
 
-def test_other_errors():
-    with pytest.raises(ValueError, match="unknown MIL aggregator"):
-        build_mil("transmil", 4, CFG)
-    with pytest.raises(ValueError):
-        train_mil("abmil", _bad("good"), _bad("good"), dataclasses.replace(CFG, epochs=0), progress=False)
-    with pytest.raises(ValueError):
-        build_mil("prototype", 4, dataclasses.replace(CFG, n_prototypes=0))
-    m = build_mil("abmil", 4, CFG)
-    with pytest.raises(ValueError):
-        predict_bags(m, [])
-    with pytest.raises(ValueError):
-        m(torch.randn(5, 3))  # wrong embedding size for this model
+@pytest.mark.parametrize("change", [dict(epochs=0), dict(patience=0), dict(lr=0.0), dict(batch_bags=0),
+                                    dict(restarts=0), dict(instance_dropout=1.0),
+                                    dict(warmup_epochs=-1), dict(weight_decay=-1.0),
+                                    dict(query_init=-0.1)])
+def test_invalid_config(change):
+    (name,) = change
+    with pytest.raises(ValueError, match=f"{name} must be"):
+        train_mil("abmil", _bad("good"), _bad("good"), dataclasses.replace(CFG, **change),
+                  progress=False)
+
+
+def test_training_needs_both_labels_for_orientation():
+    one_class = [(torch.randn(5, 4), 0), (torch.randn(6, 4), 0)]
+    with pytest.raises(ValueError, match="positive and negative"):
+        train_mil("abmil", one_class, _bad("good"), dataclasses.replace(CFG, epochs=1), progress=False)
 
 
 def test_non_finite_loss_during_training_is_reported(monkeypatch):
     import slamags_core.mil as mil_mod
 
-    real = mil_mod._bag_loss
-
-    def diverges(model, H, y, w):
-        loss, out = real(model, H, y, w)
-        return loss * float("nan"), out
-
-    monkeypatch.setattr(mil_mod, "_bag_loss", diverges)
+    real = mil_mod._loss
+    monkeypatch.setattr(mil_mod, "_loss", lambda *a: real(*a) * float("nan"))
     bags = [(torch.randn(5, 4), 1), (torch.randn(5, 4), 0)]
-    with pytest.raises(FloatingPointError, match="non-finite MIL loss nan at epoch 0, training bag"):
+    with pytest.raises(FloatingPointError, match="non-finite MIL loss nan at epoch 0, restart 0"):
         train_mil("abmil", bags, [(torch.randn(5, 4), 0)], MILConfig(epochs=1), progress=False)
+
+
+def test_pad_bags():
+    X, mask = pad_bags([torch.ones(2, 3), torch.ones(4, 3)])
+    assert X.shape == (2, 4, 3) and mask.tolist() == [[True, True, False, False], [True] * 4]
+    assert X[0, 2:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("name", AGGREGATORS)
+def test_every_aggregator_trains_on_the_smoke_config(name):
+    train, _ = _bags(6, seed=0)
+    val, _ = _bags(4, seed=1)
+    model, _ = train_mil(name, train, val, dataclasses.replace(CFG, epochs=2), progress=False)
+    prob, att, abn = predict_bags(model, [H for H, _ in val])
+    assert prob.shape == (4,) and all(np.isfinite(a).all() for a in abn)
+
+
+def test_witness_ablation_on_planted_bags():
+    """A model trained on planted witnesses loses its positive bags when they are deleted;
+    negative bags (no witnesses) are predicted exactly as before."""
+    tr, _ = _bags(16, seed=0)
+    te, ite = _bags(8, seed=2)
+    model, _ = train_mil("abmil", tr, tr[:8], CFG, progress=False)
+    bags, y = [H for H, _ in te], [yi for _, yi in te]
+    full = predict_bags(model, bags)[0]
+    out = witness_ablation(model, bags, y, ite)
+    assert bag_metrics(np.array(y), full)["bag_auc"] == 1.0
+    assert out["bag_auc_without_witnesses"] < 0.8 and out["max_prob_change"] > 0.2
+    neg = [(H, lab) for (H, yi), lab in zip(te, ite) if yi == 0]
+    assert witness_ablation(model, [H for H, _ in neg], [0] * len(neg),
+                            [lab for _, lab in neg])["max_prob_change"] == 0.0
+    with pytest.raises(ValueError, match="must match"):
+        witness_ablation(model, bags, y[:-1], ite)
+    with pytest.raises(ValueError, match="bag 0"):
+        witness_ablation(model, bags, y, [np.zeros(3, int)] + list(ite[1:]))

@@ -102,8 +102,8 @@ def test_one_seed_gives_no_verdict(tmp_path):
 def _result_rows(preds, mil="abmil"):
     rows = []
     for (m, wr, s), d in ST.select_cells(preds, mil=mil).items():
-        rows.append({"method": m, "mil": mil, "witness_rate": wr, "seed": s,
-                     **{k: ST.cell_metric(d, k) for k in ST.BOOT_METRICS},
+        rows.append({"method": m, "mil": mil, "witness_rate": wr, "seed": s, "embedding": "h",
+                     "stain": "per_cell", **{k: ST.cell_metric(d, k) for k in ST.BOOT_METRICS},
                      "pretrain_s": 1.0, "embed_s": 0.1, "mil_s": 0.1})
     return rows
 

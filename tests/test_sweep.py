@@ -1,16 +1,26 @@
-"""The witness-rate sweep: a smoke run over every method at two witness rates, resume, report."""
+"""The witness-rate sweep: a smoke run over every method at two witness rates (MIL models,
+MIL-free scorers, diagnostics, per-bag predictions consistent with the rows), a 3-seed run with
+both embeddings (one pretraining serves h and z; verdicts appear), resume, report, shards and
+merge."""
 import json
 import math
 
+import numpy as np
 import pytest
 
+from slamags_core import stats as ST
 from slamags_core import sweep as sweep_mod
 from slamags_core.__main__ import main
 from slamags_core.config import METHODS, MIL_MODELS, get_preset
-from slamags_core.predictions import write_bag_predictions
+from slamags_core.pipeline import get_bags
+from slamags_core.predictions import predictions_path, read_bag_predictions, write_bag_predictions
 from slamags_core.report import markdown_table, summarise
-from slamags_core.sweep import COLUMNS, merge_results, read_results, run_sweep, write_results
+from slamags_core.sweep import (COLUMNS, KEY, SVDD_SCORER, merge_results, read_results, run_sweep,
+                                variant_preset, write_results)
 from slamags_core.utils import to_jsonable
+
+ONECLASS = "oneclass_knn"
+SLAM = ("slam_sum", "slam_pcgrad", "slam_ags")
 
 
 @pytest.fixture(scope="module")
@@ -20,36 +30,165 @@ def smoke_sweep(tmp_path_factory):
     mp.setenv("SLAMAGS_DATA_DIR", str(out / "data"))
     rows = run_sweep(get_preset("smoke"), out, witness_rates=[0.1, 0.05], seeds=[0],
                      progress=False)
+    bagsets = {wr: get_bags(get_preset("smoke"), wr, 0) for wr in (0.1, 0.05)}
     mp.undo()
-    return out, rows
+    return out, rows, bagsets
+
+
+def _scorers(method):
+    return [*MIL_MODELS, ONECLASS] + ([SVDD_SCORER] if method == "deep_svdd" else [])
 
 
 def test_smoke_sweep_all_methods_two_witness_rates(smoke_sweep):
-    out, rows = smoke_sweep
-    assert len(rows) == len(METHODS) * len(MIL_MODELS) * 2
+    out, rows, _ = smoke_sweep
+    stain = get_preset("smoke").cells.stain
+    expected = {(m, sc, wr) for m in METHODS for sc in _scorers(m) for wr in (0.1, 0.05)}
+    assert len(rows) == len(expected)
     on_disk = read_results(out / "results.csv")
-    assert {(r["method"], r["mil"], r["witness_rate"]) for r in on_disk} == {
-        (m, mil, wr) for m in METHODS for mil in MIL_MODELS for wr in (0.1, 0.05)}
+    assert {(r["method"], r["mil"], r["witness_rate"]) for r in on_disk} == expected
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert tuple(header) == COLUMNS
     for r in on_disk:
-        for k in ("bag_f1", "topk_precision", "topk_recall"):
+        assert (r["embedding"], r["stain"], r["seed"], r["n_test_bags"]) == ("h", stain, 0, 8)
+        for k in ("topk_precision", "topk_recall", "probe_auroc"):
             assert 0.0 <= r[k] <= 1.0, (k, r)
-        for k in ("bag_auc", "instance_auroc"):
-            assert math.isnan(r[k]) or 0.0 <= r[k] <= 1.0
-    for name in ("results.md", "plots.html", "plots.png", "config.json", "sweep.log"):
+        for k in ("bag_auc", "instance_auroc", "oneclass_auroc", "oneclass_bag_auc"):
+            assert math.isnan(r[k]) or 0.0 <= r[k] <= 1.0, (k, r)
+        if r["mil"] in MIL_MODELS:
+            assert 0.0 <= r["bag_f1"] <= 1.0
+        else:  # MIL-free scorers have no decision rule
+            assert math.isnan(r["bag_f1"])
+        assert r["collapsed"] in (0, 1) and r["collapsed"] == max(r["h_collapsed"], r["z_collapsed"])
+        assert r["h_erank"] >= 1.0 and r["pretrain_s"] >= 0 and r["diagnostics_s"] > 0
+        # two-task methods log their gradient conflict; single-task ones have none
+        assert np.isfinite(r["conflict_frac"]) == (r["method"] in SLAM), r
+    for name in ("results.md", "plots.html", "plots.png", "config.json", "sweep.log",
+                 "differences.html", "differences.png", "claims.json"):
         assert (out / name).stat().st_size > 0, name
     assert "**" in (out / "results.md").read_text()
 
 
+def test_diagnostics_are_one_per_encoder(smoke_sweep):
+    """The frozen-encoder columns belong to the pretraining run: identical on every scorer row
+    of one (method, WR, seed); the one-class kNN row's instance AUROC is the diagnostic."""
+    _, rows, _ = smoke_sweep
+    by_run = {}
+    for r in rows:
+        by_run.setdefault((r["method"], r["witness_rate"]), []).append(r)
+    for run, rs in by_run.items():
+        for k in ("probe_auroc", "oneclass_auroc", "oneclass_bag_auc", "h_erank", "pretrain_s"):
+            vals = {r[k] for r in rs}
+            assert len(vals) == 1 or all(map(math.isnan, vals)), (run, k, vals)
+        knn = next(r for r in rs if r["mil"] == ONECLASS)
+        assert knn["instance_auroc"] == pytest.approx(knn["oneclass_auroc"], abs=1e-5)
+        assert knn["bag_auc"] == pytest.approx(knn["oneclass_bag_auc"], abs=1e-5)
+    # the untrained encoder is not collapsed in h; Deep SVDD's own score only for deep_svdd
+    assert {r["method"] for r in rows if r["mil"] == SVDD_SCORER} == {"deep_svdd"}
+
+
+def test_predictions_match_rows_and_bag_sets(smoke_sweep):
+    """One predictions file per row, one line per test bag of the bag set (ids, labels, cell and
+    witness counts from the bag set), and the row's metrics recomputed from the file."""
+    out, rows, bagsets = smoke_sweep
+    preds = read_bag_predictions(out)
+    assert len(list((out / "predictions").glob("*.csv"))) == len(rows)
+    cfg = get_preset("smoke").bags
+    for r in rows:
+        path = predictions_path(out, **{k: r[k] for k in KEY})
+        assert path.exists(), path
+        mine = [p for p in preds if all(p[k] == r[k] for k in KEY)]
+        bs = bagsets[r["witness_rate"]]
+        test = bs.split_bags("test")
+        assert sorted(p["bag"] for p in mine) == sorted(int(i) for i in test)
+        assert len(mine) == r["n_test_bags"] == cfg.n_test
+        n_wit = round(r["witness_rate"] * cfg.bag_size)
+        for p in mine:
+            assert p["label"] == bs.bag_labels[p["bag"]]
+            assert p["n_cells"] == cfg.bag_size
+            assert p["n_witnesses"] == (n_wit if p["label"] == 1 else 0)
+            if r["mil"] in MIL_MODELS:
+                assert 0.0 <= p["score"] <= 1.0 and p["decision"] == int(p["score"] > 0.5)
+        d = ST.BagArrays.from_rows(mine)
+        for k in ("bag_auc", "topk_recall", "topk_precision"):
+            assert ST.cell_metric(d, k) == pytest.approx(r[k], abs=1e-5, nan_ok=True), (r, k)
+        if r["mil"] in MIL_MODELS:
+            assert ST.cell_metric(d, "bag_f1") == pytest.approx(r["bag_f1"], abs=1e-5)
+
+
+def test_one_seed_report_says_no_verdict(smoke_sweep):
+    out, _, _ = smoke_sweep
+    md = (out / "results.md").read_text()
+    assert "1 seed gives no verdict" in md
+    assert "no verdict (1 seed: a hint, not a verdict)" in md
+    for verdict in (": reproduced", ": not reproduced", ": inconclusive"):
+        assert verdict not in md
+    assert "### oneclass_knn" in md and "deep_svdd_distance (competitor)" in md
+    assert "Frozen encoder — instance-label probe AUROC" in md
+
+
+@pytest.fixture(scope="module")
+def three_seed_sweep(tmp_path_factory):
+    """Two methods, 3 seeds, both embeddings, the per-cell stain: verdicts are generated."""
+    out = tmp_path_factory.mktemp("sweep3")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SLAMAGS_DATA_DIR", str(out / "data"))
+    rows = run_sweep(get_preset("smoke"), out, methods=["simclr", "slam_ags"],
+                     mil_models=["abmil"], witness_rates=[0.1], seeds=[0, 1, 2],
+                     embeddings=["h", "z"], stains=["per_cell"], progress=False)
+    mp.undo()
+    return out, rows
+
+
+def test_both_embeddings_share_one_pretraining(three_seed_sweep):
+    out, rows = three_seed_sweep
+    assert {(r["embedding"], r["stain"]) for r in rows} == {("h", "per_cell"), ("z", "per_cell")}
+    assert len(rows) == 2 * 3 * 2 * 2  # methods x seeds x embeddings x (abmil + one-class)
+    assert len([p for p in (out / "checkpoints").iterdir() if p.is_dir()]) == 2 * 3
+    for r in rows:
+        twin = next(q for q in rows if q["embedding"] != r["embedding"] and
+                    all(q[k] == r[k] for k in ("method", "mil", "seed")))
+        assert twin["pretrain_s"] == r["pretrain_s"] and twin["h_erank"] == r["h_erank"]
+        assert 0.0 <= r["probe_auroc"] <= 1.0
+    h = {(r["method"], r["seed"]): r["probe_auroc"] for r in rows if r["embedding"] == "h"}
+    z = {(r["method"], r["seed"]): r["probe_auroc"] for r in rows if r["embedding"] == "z"}
+    assert h != z  # different features, different probes
+
+
+def test_three_seeds_give_verdicts_headline_first(three_seed_sweep):
+    out, _ = three_seed_sweep
+    md = (out / "results.md").read_text()
+    assert "gives no verdict" not in md
+    c1 = [line for line in md.splitlines() if line.startswith("- **C1")]
+    assert len(c1) == 4  # (abmil, one-class kNN) x (h, z)
+    assert all("no verdict" not in line and "not measured" not in line for line in c1)
+    # the preset's embedding (h) comes first; the smoke preset's headline stain is per_bag, so
+    # no variant of this run is tagged as the headline
+    assert md.index("embedding h, stain per_cell (3 seeds)") < md.index("embedding z, stain per_cell")
+    assert md.index("## Per-seed results — embedding h, stain per_cell\n") < \
+        md.index("## Per-seed results — embedding z, stain per_cell\n")
+    assert "(headline)" not in md
+    per_bag = read_bag_predictions(out)
+    assert {p["stain"] for p in per_bag} == {"per_cell"}
+    assert len(per_bag) == 2 * 3 * 2 * 2 * get_preset("smoke").bags.n_test
+
+
+def test_per_cell_variant_renders_other_bags(tmp_path, monkeypatch):
+    """A stain variant is its own data set: same config otherwise, different images."""
+    monkeypatch.setenv("SLAMAGS_DATA_DIR", str(tmp_path))
+    smoke = get_preset("smoke")
+    a = get_bags(variant_preset(smoke, "per_cell"), 0.1, 0)
+    b = get_bags(variant_preset(smoke, "per_bag"), 0.1, 0)
+    assert a.images.shape == b.images.shape and not np.array_equal(a.images, b.images)
+
+
 def test_finished_sweep_is_skipped_on_restart(smoke_sweep, monkeypatch):
-    out, rows = smoke_sweep
+    out, rows, _ = smoke_sweep
     before = (out / "results.csv").read_text()
 
     def boom(*a, **k):
         raise AssertionError("a finished grid cell was recomputed")
 
-    monkeypatch.setattr(sweep_mod, "train_mil", boom)
+    monkeypatch.setattr(sweep_mod, "fit_evaluate", boom)
     monkeypatch.setattr(sweep_mod, "get_pretrained", boom)
     again = run_sweep(get_preset("smoke"), out, witness_rates=[0.1, 0.05], seeds=[0],
                       progress=False)
@@ -62,7 +201,7 @@ def test_interrupted_sweep_resumes_missing_cells(tmp_path, monkeypatch):
     grid = dict(methods=["random", "simclr"], mil_models=["abmil"], witness_rates=[0.1],
                 seeds=[0], progress=False)
     calls = {"n": 0}
-    real = sweep_mod.train_mil
+    real = sweep_mod.fit_evaluate
 
     def dies_on_second(*a, **k):
         calls["n"] += 1
@@ -70,15 +209,16 @@ def test_interrupted_sweep_resumes_missing_cells(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(sweep_mod, "train_mil", dies_on_second)
+    monkeypatch.setattr(sweep_mod, "fit_evaluate", dies_on_second)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(preset, tmp_path, **grid)
     first = read_results(tmp_path / "results.csv")
-    assert [r["method"] for r in first] == ["random"]  # whole rows only
-    monkeypatch.setattr(sweep_mod, "train_mil", real)
+    assert [(r["method"], r["mil"]) for r in first] == [("random", "abmil"), ("random", ONECLASS)]
+    monkeypatch.setattr(sweep_mod, "fit_evaluate", real)
     rows = run_sweep(preset, tmp_path, **grid)
-    assert sorted(r["method"] for r in rows) == ["random", "simclr"]
-    assert read_results(tmp_path / "results.csv")[0] == first[0]
+    assert sorted((r["method"], r["mil"]) for r in rows) == [
+        ("random", "abmil"), ("random", ONECLASS), ("simclr", "abmil"), ("simclr", ONECLASS)]
+    assert read_results(tmp_path / "results.csv")[:2] == first
 
 
 def test_other_config_in_same_folder_is_refused(tmp_path):
@@ -91,14 +231,17 @@ def test_other_config_in_same_folder_is_refused(tmp_path):
 
 @pytest.mark.parametrize("kw,match", [(dict(methods=["byol"]), "unknown method 'byol'"),
                                       (dict(mil_models=["transmil"]), "unknown MIL model"),
-                                      (dict(witness_rates=[1.5]), r"witness_rates\[0\] .*got 1.5")])
+                                      (dict(witness_rates=[1.5]), r"witness_rates\[0\] .*got 1.5"),
+                                      (dict(embeddings=["x"]), "unknown embedding 'x'"),
+                                      (dict(stains=["per_slide"]), "unknown stain 'per_slide'")])
 def test_bad_grid(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         run_sweep(get_preset("smoke"), tmp_path, progress=False, **kw)
 
 
 def _row(method, wr, seed, f1):
-    return {"method": method, "mil": "abmil", "witness_rate": wr, "seed": seed, "bag_f1": f1,
+    return {"method": method, "mil": "abmil", "witness_rate": wr, "seed": seed, "embedding": "h",
+            "stain": "per_cell", "bag_f1": f1,
             "bag_auc": f1, "topk_precision": 0.1, "topk_recall": 0.5, "instance_auroc": 0.7,
             "pretrain_s": 1.0, "embed_s": 0.1, "mil_s": 0.2}
 
@@ -120,6 +263,13 @@ def test_summary_and_table_by_hand(tmp_path):
         sorted((r["method"], r["witness_rate"], r["seed"], r["bag_f1"]) for r in rows)
 
 
+def test_old_results_file_is_refused(tmp_path):
+    (tmp_path / "results.csv").write_text("method,mil,witness_rate,seed,bag_f1\nrandom,abmil,0.1,0,0.5\n")
+    with pytest.raises(ValueError, match=r"lacks the columns \['embedding', 'stain'"):
+        read_results(tmp_path / "results.csv")
+    with pytest.raises(ValueError, match="lacks the key columns"):
+        write_results([{"method": "random", "mil": "abmil", "witness_rate": 0.1, "seed": 0}],
+                      tmp_path / "r.csv")
 # ------------------------------------------------------------------ shards and merge
 
 GRID = dict(methods=["random", "simclr"], mil_models=["abmil"], witness_rates=[0.1], seeds=[0],
@@ -128,11 +278,11 @@ GRID = dict(methods=["random", "simclr"], mil_models=["abmil"], witness_rates=[0
 
 def test_sharded_sweep_merges_to_the_same_results_as_one_run(smoke_sweep, tmp_path):
     """Two shards of a grid, merged, equal the same cells of the one-process smoke sweep."""
-    one, _ = smoke_sweep
+    one, _, _ = smoke_sweep
     preset = get_preset("smoke")
     for k in (1, 0):  # any order, as array jobs finish
         part = run_sweep(preset, tmp_path, shard=(k, 2), **GRID)
-        assert [r["method"] for r in part] == [GRID["methods"][k]]
+        assert {r["method"] for r in part} == {GRID["methods"][k]}
     assert sorted(p.name for p in tmp_path.glob("results.shard-*")) == [
         "results.shard-0-of-2.csv", "results.shard-0-of-2.json",
         "results.shard-1-of-2.csv", "results.shard-1-of-2.json"]
@@ -140,8 +290,9 @@ def test_sharded_sweep_merges_to_the_same_results_as_one_run(smoke_sweep, tmp_pa
     main(["merge", "--out", str(tmp_path)])
     merged = {sweep_mod._key(r): r for r in read_results(tmp_path / "results.csv")}
     single = {sweep_mod._key(r): r for r in read_results(one / "results.csv")
-              if r["method"] in GRID["methods"] and r["mil"] == "abmil" and r["witness_rate"] == 0.1}
-    assert merged.keys() == single.keys() and len(merged) == 2
+              if r["method"] in GRID["methods"] and r["mil"] in ("abmil", ONECLASS)
+              and r["witness_rate"] == 0.1}
+    assert merged.keys() == single.keys() and len(merged) == 4  # (abmil, one-class) x 2 methods
     for k, row in merged.items():
         for m in sweep_mod.METRICS:
             assert row[m] == single[k][m] or (math.isnan(row[m]) and math.isnan(single[k][m]))
@@ -207,3 +358,25 @@ def test_merge_gathers_the_per_bag_predictions_of_separate_folders(tmp_path):
     files["b"].rename(files["b"].with_name(files["a"].name))  # same cell, other content
     with pytest.raises(ValueError, match="different predictions"):
         merge_results([tmp_path / "a", tmp_path / "b"], tmp_path / "out", allow_partial=True)
+
+
+def test_protocol_cost_benchmark_reads_a_sweep(smoke_sweep):
+    """benchmarks/protocol_cost.py: stage totals of a finished sweep, and a cost model that gives
+    back the measured total for the measured design."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "protocol_cost.py"
+    spec = importlib.util.spec_from_file_location("protocol_cost", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out, rows, _ = smoke_sweep
+    m = mod.measured(out)
+    assert m["rows"] == len(rows) and m["grid_cells"] == 2 and m["bag_size"] == 40
+    assert set(m["unit"]["pretrain_s_per_run"]) == set(METHODS)
+    assert m["unit"]["render_s_per_cell"] > 0 and m["total"]["embed_s"] > 0
+    predicted = mod.predict(m, tuple(m["design"]), n_wr=2)
+    svdd = sum(r["mil_s"] for r in rows if r["mil"] == SVDD_SCORER)  # not in the model
+    assert predicted == pytest.approx(m["total"]["sum_s"] - svdd, rel=0.05)
+    bigger = mod.predict(m, (m["design"][0], m["design"][1], 4 * m["design"][2]), n_wr=2)
+    assert bigger > predicted

@@ -21,11 +21,15 @@
 # why *attention* pooling matters when only a few percent of the cells are abnormal.
 #
 # **What you will learn.**
-# - four aggregators from `slamags_core.mil`: mean pooling, max pooling, gated-attention ABMIL
-#   (Ilse, Tomczak & Welling, ICML 2018) and the paper's prototype-aware attention (PAMIL-style,
-#   Liu et al., MICCAI 2024), with the ABMIL formula re-derived by hand and checked against the package;
-# - training one bag per step with **model selection on validation bags** (the authors' code
-#   selected on training accuracy, which rewards overfitting);
+# - four aggregators from `slamags_core.aggregators`: mean pooling, max pooling, gated-attention
+#   ABMIL (Ilse, Tomczak & Welling, ICML 2018) and the paper's prototype-aware attention
+#   (PAMIL-style, Liu et al., MICCAI 2024), with the ABMIL formula re-derived by hand and checked
+#   against the package;
+# - a training recipe that makes MIL reliable on a few dozen bags (`slamags_core.mil`): padded
+#   mini-batches of bags, instance dropout, a warm-up + cosine schedule, several restarts and
+#   **model selection on validation bags** (the authors' code selected on training accuracy, which
+#   rewards overfitting) — all behind one call, `fit_evaluate`;
+# - why attention is *unsigned* and how the package orients it into an abnormality score;
 # - bag F1 / AUC for embeddings from two pretrainings (`simclr` vs the paper's `slam_ags`);
 # - where the attention goes in positive vs negative bags.
 #
@@ -53,10 +57,10 @@ from IPython.display import display
 from torch.testing import assert_close
 
 from slamags_core import get_device, get_preset, set_seed
+from slamags_core.aggregators import AGGREGATORS, build_mil
 from slamags_core.embed import linear_probe
-from slamags_core.metrics import bag_metrics, retrieval_metrics
-from slamags_core.mil import AGGREGATORS, build_mil, predict_bags, train_mil
-from slamags_core.pipeline import bags_of, prepare_embeddings
+from slamags_core.mil import fit_evaluate, split_bags, witness_ablation
+from slamags_core.pipeline import prepare_embeddings
 
 preset = get_preset()
 set_seed(preset.mil.seed)
@@ -70,8 +74,9 @@ print(preset.mil)
 # ## 1 · Four ways to pool a bag
 #
 # A bag is a matrix of cell embeddings $X \in \mathbb{R}^{N\times D}$ (one row per cell). Every
-# aggregator first maps each cell to $h_n = \mathrm{ReLU}(W x_n)$ (after z-scoring the embeddings
-# with training-bag statistics), then pools:
+# aggregator (a subclass of `aggregators.MILAggregator`) first maps each cell to
+# $h_n = \mathrm{ReLU}(W x_n)$ (after z-scoring the embeddings with training-cell statistics), then
+# pools:
 #
 # | aggregator | bag vector / logits | "attention" $a_n$ (sums to 1) |
 # |---|---|---|
@@ -86,17 +91,24 @@ print(preset.mil)
 # losses (cells a class attends to sit near one of its prototypes; prototypes of the two classes
 # point apart). Its reported attention is the **abnormal** class's $a_{1,n}$.
 #
+# ABMIL and the prototype model share one module for the gated scores,
+# `aggregators.GatedAttention`: $g_n = \tanh(Vh_n)\odot\sigma(Uh_n)$ and one score per query
+# ($w$ for ABMIL, the prototypes for PAMIL). By default ABMIL's query starts at **zero**, so
+# training starts from mean pooling and the attention has to *earn* its focus; below we start it
+# at random (`query_init`) so that the hand computation has something to check.
+#
 # Below, ABMIL's attention is recomputed by hand from a random model's weights and compared with
 # the package.
 
 # %%
-toy_cfg = preset.mil.__class__(hidden_dim=6)
+toy_cfg = preset.mil.__class__(hidden_dim=6, query_init=0.5)
 torch.manual_seed(0)
 toy = build_mil("abmil", in_dim=4, cfg=toy_cfg).eval()
 X = torch.randn(5, 4)                                   # a bag of 5 cells, 4-d embeddings
+gate = toy.attention                                    # the shared GatedAttention module
 with torch.no_grad():
-    h = torch.relu(toy.embed[0]((X - toy.standardize.mu) / toy.standardize.sigma))  # (N, L)
-    e = toy.w(torch.tanh(toy.V(h)) * torch.sigmoid(toy.U(h))).squeeze(-1)        # (N,)
+    h = torch.relu(toy.embed[0]((X - toy.mu) / toy.sigma))                        # (N, L)
+    e = gate.w(torch.tanh(gate.V(h)) * torch.sigmoid(gate.U(h))).squeeze(-1)      # (N,)
     a = torch.exp(e) / torch.exp(e).sum()                                         # softmax over cells
     logits = toy.classifier(a @ h)                                                # (2,)
     out = toy(X)
@@ -150,57 +162,94 @@ for method, (bagset, H) in data.items():
 # %% [markdown]
 # ## 3 · Train the four aggregators, select on validation loss
 #
-# `train_mil` takes one bag per step with Adam, evaluates the validation bags' cross-entropy after
-# every epoch, keeps the best state, stops after `patience` epochs without improvement and
-# restores the best state. The test bags are touched only once, for the table.
+# `mil.fit_evaluate(name, bagset, H, cfg)` is the one train-and-evaluate call of the project (the
+# sweep, the benchmarks and notebooks 06-07 use it too). Inside, `train_mil`:
+#
+# - trains on **mini-batches of `batch_bags` bags**, padded to the longest bag with a mask, with
+#   Adam under a linear warm-up and cosine decay (the authors' code: one bag per step, constant lr);
+# - hides a random share `instance_dropout` of every training bag's cells at each step, so the
+#   model cannot rest on the few easiest witnesses and has to score *all* of them;
+# - evaluates the validation bags' cross-entropy after every epoch, keeps the best state, stops
+#   after `patience` epochs without improvement — and does all this for `restarts` independent
+#   initialisations, keeping the one with the lowest validation loss;
+# - draws every random number from generators seeded by `cfg.seed`: the notebook's global RNGs
+#   are untouched, and the same seed gives the same numbers.
+#
+# The test bags are touched only once, for the table. `docs/mil.md` explains with measurements
+# why each piece is there.
 
 # %%
-def split_bags(bagset, H, split):
-    Hs, ys = bags_of(bagset, H, split)
-    inst = [bagset.instance_labels[bagset.bag_cells(i)] for i in bagset.split_bags(split)]
-    return Hs, np.array(ys), inst
-
+print(preset.mil)
 rows, runs = [], {}
 for method, (bagset, H) in data.items():
-    Htr, ytr, _ = split_bags(bagset, H, "train")
-    Hva, yva, _ = split_bags(bagset, H, "val")
-    Hte, yte, inst = split_bags(bagset, H, "test")
     for name in AGGREGATORS:
-        t0 = time.perf_counter()
-        model, hist = train_mil(name, list(zip(Htr, ytr)), list(zip(Hva, yva)), preset.mil,
-                                device=device, progress=False)
-        prob, att = predict_bags(model, Hte, device=device)
-        runs[method, name] = dict(model=model, hist=hist, prob=prob, att=att, y=yte, inst=inst)
-        rows.append(dict(method=method, mil=name, epochs=len(hist), seconds=time.perf_counter() - t0,
-                         **bag_metrics(yte, prob),
-                         **retrieval_metrics(att, inst, yte, topk_fraction=preset.mil.topk_fraction)))
+        r = fit_evaluate(name, bagset, H, preset.mil, device=device)
+        runs[method, name] = r
+        rows.append(dict(method=method, mil=name, epochs=len(r.history), seconds=r.seconds,
+                         ranking=r.model.ranking_name,
+                         **{k: r.metrics[k] for k in ("bag_f1", "bag_auc", "topk_recall",
+                                                      "instance_auroc", "attention_topk_recall",
+                                                      "attention_instance_auroc")}))
 table = pd.DataFrame(rows).set_index(["method", "mil"])
 table.round(3)
 
 # %%
 fig = go.Figure()
 for (method, name), r in runs.items():
-    val = [h["val_loss"] for h in r["hist"]]
-    best = int(np.argmin(val))
-    fig.add_scatter(y=val, mode="lines", name=f"{method} · {name}",
+    sel = next(h for h in r.history if h["selected"])
+    hist = [h for h in r.history if h["restart"] == sel["restart"]]   # the selected restart
+    fig.add_scatter(y=[h["val_loss"] for h in hist], mode="lines", name=f"{method} · {name}",
                     line=dict(dash="solid" if method == METHODS[-1] else "dot"))
-    fig.add_scatter(x=[best], y=[val[best]], mode="markers", marker=dict(size=9, symbol="star"),
-                    showlegend=False, hoverinfo="skip")
-fig.update_layout(title="Validation cross-entropy per epoch (star = restored state)",
+    fig.add_scatter(x=[sel["epoch"]], y=[sel["val_loss"]], mode="markers",
+                    marker=dict(size=9, symbol="star"), showlegend=False, hoverinfo="skip")
+fig.update_layout(title="Validation cross-entropy per epoch of the selected restart "
+                        "(star = restored state)",
                   xaxis_title="epoch", yaxis_title="validation CE", height=400)
 fig.show()
 
 # %% [markdown]
 # **Reading the table.** `bag_f1` and `bag_auc` are computed on the held-out test bags
-# (abnormal = positive class). `topk_precision` / `topk_recall` score the attention ranking inside
-# positive test bags (K = 40% of the bag; see notebook 06 for the definitions). Mean pooling has
-# uniform attention, so its retrieval scores are exactly chance (precision = witness rate,
-# recall = 0.4). With few witnesses, averaging dilutes their signal by the witness rate, which is
+# (abnormal = positive class). `topk_recall` and `instance_auroc` score the **abnormality**
+# ranking inside positive test bags (K = 40% of the bag; see notebook 06 for the definitions); the
+# `attention_` columns score raw attention. Why two rankings? Attention is *unsigned*: it says
+# where the model looks, not whether what it sees is abnormal. The prototype model has one
+# attention per class and often lets the **normal** class's attention find the witnesses (its head
+# then votes "not normal"), leaving the abnormal class's attention on ordinary cells — a perfect
+# classifier whose reported attention is inverted. After training, each model scores its
+# candidate instance scores (`ranking` column: `+e1`/`-e1`/`+e0`/`-e0` for the prototype model,
+# `+e`/`-e` for ABMIL, `s` for max pooling) by how well their per-bag **maximum** separates
+# positive from negative *training* bags — no cell label is used — and reports the best as its
+# abnormality. Mean pooling has uniform attention, so its attention columns are exactly chance
+# (recall = 0.4), while its abnormality (the classifier's value of each cell) is not.
+#
+# With few witnesses, averaging dilutes their signal by the witness rate, which is
 # why attention pooling should win at low witness rates — *if* the encoder separates the
 # witnesses: the aggregator can only find cells that the embedding separates (compare with the
 # probe above). With a weak embedding and a few dozen training bags, the validation loss may never
 # drop below ln 2 ≈ 0.69; model selection then keeps a nearly untrained model and reports honest
 # chance-level numbers instead of an overfit one.
+#
+# **A trap at low witness rates: the slide's stain.** Every bag here is one slide with one stain,
+# drawn independently of its label. With 48 training bags, some stain direction separates the
+# training labels by chance, and a flexible model finds it faster than two witnesses in 200 cells.
+# The test bags have their own chance stain–label association, so every MIL seed on every encoder
+# of the same bags lands on the same side of 0.5 — below chance, on some bag seeds. `docs/mil.md`
+# measures this; `MILConfig.bag_center=True` subtracts each bag's median embedding before anything
+# else, so a slide-wide offset cannot be read any more.
+
+# %% [markdown]
+# **Does a decision rest on the witnesses?** Delete every witness from the test bags and ask the
+# same trained model again (`mil.witness_ablation`). A model that found the witnesses loses its
+# positive bags (bag AUC falls towards 0.5, `P(abnormal)` moves a lot); a model that reads
+# bag-level content (the stain, the mix of ordinary cells) does not notice.
+
+# %%
+ablation = pd.DataFrame([
+    dict(method=method, mil=name, bag_auc=r.metrics["bag_auc"],
+         **witness_ablation(r.model, split_bags(data[method][0], data[method][1], "test")[1],
+                            r.y, r.instance_labels, device=device))
+    for (method, name), r in runs.items()]).set_index(["method", "mil"])
+ablation.round(3)
 
 # %% [markdown]
 # ## 4 · Where does the attention go?
@@ -214,7 +263,7 @@ recs = []
 for (method, name), r in runs.items():
     if name not in ("abmil", "prototype"):
         continue
-    for a, lab, yb in zip(r["att"], r["inst"], r["y"]):
+    for a, lab, yb in zip(r.attention, r.instance_labels, r.y):
         group = np.where(lab == 1, "witness", "other cell, positive bag" if yb else "negative bag")
         recs.append(pd.DataFrame(dict(model=f"{method} · {name}", group=group, scaled=a * len(a))))
 att_df = pd.concat(recs, ignore_index=True)
@@ -228,10 +277,10 @@ att_df.groupby(["model", "group"])["scaled"].median().unstack().round(2)
 recs = []
 for (method, name), r in runs.items():
     if name in ("abmil", "prototype"):
-        for i, (a, yb) in enumerate(zip(r["att"], r["y"])):
+        for i, (a, yb) in enumerate(zip(r.attention, r.y)):
             ent = float(-(a * np.log(a + 1e-12)).sum() / np.log(len(a)))
             recs.append(dict(model=f"{method} · {name}", bag=i, label="positive" if yb else "negative",
-                             entropy=ent, p_abnormal=r["prob"][i]))
+                             entropy=ent, p_abnormal=r.prob[i]))
 ent_df = pd.DataFrame(recs)
 fig = px.strip(ent_df, x="model", y="entropy", color="label", hover_data=["bag", "p_abnormal"],
                title="normalised attention entropy per test bag (1 = uniform, 0 = one cell)")
@@ -249,15 +298,15 @@ fig.show()
 def bag_figure(model_name, j):
     method, name = model_name.split(" · ")
     r = runs[method, name]
-    a, lab = r["att"][j], r["inst"][j]
+    a, lab = r.attention[j], r.instance_labels[j]
     order = np.argsort(-a)
     fig = go.Figure(go.Bar(y=a[order] * len(a), marker_color=np.where(lab[order] == 1, "crimson", "steelblue")))
-    fig.update_layout(title=f"{model_name} · bag {j} (label {r['y'][j]}, P(abnormal)={r['prob'][j]:.2f})",
+    fig.update_layout(title=f"{model_name} · bag {j} (label {r.y[j]}, P(abnormal)={r.prob[j]:.2f})",
                       xaxis_title="cells sorted by attention", yaxis_title="attention × N", height=320)
     return fig
 
 options = [f"{m} · {n}" for (m, n) in runs if n in ("abmil", "prototype", "max")]
-y_test = next(iter(runs.values()))["y"]
+y_test = next(iter(runs.values())).y
 first_pos = int(np.flatnonzero(y_test == 1)[0])
 bag_figure(options[-1], first_pos).show()   # static view (the widget below redraws on change only)
 
@@ -280,8 +329,11 @@ display(widgets.VBox([widgets.HBox([model_dd, bag_sl]), out]))
 # - The bag label only says *some* cells are abnormal; attention pooling lets the model find them,
 #   mean pooling cannot (its attention is uniform by construction), max pooling bets everything on
 #   a single cell and is brittle with few bags.
-# - Model selection on validation loss (star in the curves) guards against the overfitting that
-#   selecting on training accuracy would reward.
+# - Model selection on validation loss (star in the curves) over several restarts guards against
+#   the overfitting that selecting on training accuracy would reward, and against an unlucky
+#   initialisation; mini-batches and instance dropout make each run steadier.
+# - Attention is unsigned: read retrieval from the abnormality ranking, which the model orients
+#   with bag labels only (the prototype model's abnormal-class attention is often inverted).
 # - Read bag F1/AUC against the probe AUROC: when even an instance-supervised probe separates
 #   witnesses only moderately, bag-level MIL with ~50 training bags stays near chance — the
 #   bottleneck is the pretraining, which is exactly what SLAM-AGS sets out to improve.

@@ -16,14 +16,18 @@
 # %% [markdown]
 # # 06 · Attention-guided retrieval: which cells made the diagnosis?
 #
-# **Goal.** Use the attention of a trained MIL model to *retrieve* the most abnormal cells of a
-# positive slide — the "Top 400" experiment of SLAM-AGS (Acerbis et al., ISBI 2026: how many of
-# the 400 most-attended of 1000 cells are truly abnormal) — and look at the retrieved cells.
+# **Goal.** Use a trained MIL model to *retrieve* the most abnormal cells of a positive slide —
+# the "Top 400" experiment of SLAM-AGS (Acerbis et al., ISBI 2026: how many of the 400
+# most-attended of 1000 cells are truly abnormal) — and look at the retrieved cells. Two rankings
+# side by side: raw **attention** (what the paper ranks by) and the model's **abnormality** score
+# (attention oriented by the bag labels; what this project's sweep reports).
 #
 # **What you will learn.**
 # - precise definitions of precision@K, recall@K and the instance AUROC (`slamags_core.metrics`),
 #   checked on a hand-made example;
-# - galleries of the top-K cells by attention with the true witnesses outlined;
+# - why attention is unsigned, and how an abnormality ranking fixes the prototype model's
+#   inverted attention;
+# - galleries of the top-K cells by either ranking with the true witnesses outlined;
 # - precision@K / recall@K curves over K for two pretrainings (`simclr` vs `slam_ags`);
 # - failure cases: what the model attends to when it is wrong.
 #
@@ -47,9 +51,9 @@ from IPython.display import display
 from plotly.subplots import make_subplots
 
 from slamags_core import get_device, get_preset, set_seed
-from slamags_core.metrics import bag_metrics, retrieval_metrics, topk_hits
-from slamags_core.mil import predict_bags, train_mil
-from slamags_core.pipeline import bags_of, prepare_embeddings
+from slamags_core.metrics import retrieval_metrics, topk_hits
+from slamags_core.mil import RANKINGS, fit_evaluate
+from slamags_core.pipeline import prepare_embeddings
 from slamags_core.viz import mosaic
 
 preset = get_preset()
@@ -91,27 +95,38 @@ assert np.isclose(m4["topk_precision"], (2 + 0.5) / 4)
 print(m, "\nK=4 with a tie:", m4)
 
 # %% [markdown]
-# ## 2 · Train the attention models on two pretrainings
+# ## 2 · Train the MIL models on two pretrainings; two rankings each
 #
-# Same bags for both pretrainings; the MIL models are trained with validation-loss model
-# selection (see notebook 05).
+# Same bags for both pretrainings; each model is trained and evaluated by `mil.fit_evaluate`
+# (mini-batches, restarts, validation-loss model selection: see notebook 05).
+#
+# **Attention is unsigned.** A softmax weight says where the model *looks*, not whether what it
+# sees is abnormal. ABMIL can classify while looking at ordinary cells, and the prototype model —
+# one attention per class — often lets the **normal** class's attention find the witnesses (its
+# head then votes "not normal") while the abnormal class's attention, the one usually reported,
+# sits on ordinary lymphocytes. So every model also offers a few candidate *instance scores*: its
+# pre-softmax attention logits with both signs (`+e`/`-e` for ABMIL, `+e1`/`-e1`/`+e0`/`-e0` for
+# the prototype model) and, for max pooling, its instance logit `s`. After training, the candidate
+# whose **per-bag maximum** best separates positive from negative *training* bags becomes the
+# model's **abnormality** (the standard MIL assumption: a positive bag holds at least one abnormal
+# cell, so an abnormality score has a larger maximum there). Only bag labels are used. The table
+# shows both rankings; the sweep reports the abnormality ranking.
 
 # %%
 runs, rows = {}, []
 for method in METHODS:
     bagset, H = prepare_embeddings(preset, method, WR, seed=0, device=device, progress=False)
-    tr, va = (list(zip(*bags_of(bagset, H, s))) for s in ("train", "val"))
-    Hte, yte = bags_of(bagset, H, "test")
-    yte = np.array(yte)
-    cells_te = [bagset.bag_cells(i) for i in bagset.split_bags("test")]
-    inst = [bagset.instance_labels[c] for c in cells_te]
     for name in MODELS:
-        model, _ = train_mil(name, tr, va, preset.mil, device=device, progress=False)
-        prob, att = predict_bags(model, Hte, device=device)
-        runs[method, name] = dict(prob=prob, att=att)
-        rows.append(dict(method=method, mil=name, **bag_metrics(yte, prob),
-                         **retrieval_metrics(att, inst, yte, topk_fraction=preset.mil.topk_fraction)))
-pos = np.flatnonzero(yte == 1)            # positive test bags (same bags for every method)
+        r = fit_evaluate(name, bagset, H, preset.mil, device=device)
+        runs[method, name] = r
+        rows.append(dict(method=method, mil=name, abnormality=r.model.ranking_name,
+                         bag_f1=r.metrics["bag_f1"], bag_auc=r.metrics["bag_auc"],
+                         **{f"{kind} {m}": r.metrics[f"{kind}_{m}"] for kind in RANKINGS
+                            for m in ("topk_recall", "instance_auroc")}))
+yte = r.y                                 # test bag labels (same bags for every method)
+cells_te = [bagset.bag_cells(i) for i in r.bag_ids]
+inst = r.instance_labels
+pos = np.flatnonzero(yte == 1)            # positive test bags
 N = len(cells_te[pos[0]])
 W = int(inst[pos[0]].sum())
 print(f"{len(pos)} positive test bags of {N} cells with {W} witnesses each")
@@ -121,22 +136,22 @@ pd.DataFrame(rows).set_index(["method", "mil"]).round(3)
 # %% [markdown]
 # ## 3 · Galleries: the top-K cells by attention
 #
-# One positive test bag; each panel shows its cells in decreasing attention, witnesses framed in
-# gold. Perfect retrieval puts every framed cell first. Move the slider to change how many cells
-# are shown.
+# One positive test bag; each panel shows its cells in decreasing score (attention or
+# abnormality), witnesses framed in gold. Perfect retrieval puts every framed cell first. Move the
+# slider to change how many cells are shown, the dropdowns to change model and ranking.
 
 # %%
-def ranked_cells(method, name, j):
-    a = runs[method, name]["att"][j]
+def ranked_cells(method, name, j, ranking="abnormality"):
+    a = runs[method, name].ranking(ranking)[j]
     order = np.argsort(-a, kind="stable")
     return cells_te[j][order], inst[j][order]
 
-def gallery(j, k, name="prototype", ncols=10):
+def gallery(j, k, name="prototype", ranking="abnormality", ncols=10):
     fig = make_subplots(rows=1, cols=len(METHODS), subplot_titles=[
-        f"{m} · {name}: {topk_hits(runs[m, name]['att'][j], inst[j], k)}/{min(k, W)} witnesses in top {k}"
-        for m in METHODS])
+        f"{m} · {name} by {ranking}: {topk_hits(runs[m, name].ranking(ranking)[j], inst[j], k)}"
+        f"/{min(k, W)} witnesses in top {k}" for m in METHODS])
     for c, method in enumerate(METHODS, start=1):
-        idx, lab = ranked_cells(method, name, j)
+        idx, lab = ranked_cells(method, name, j, ranking)
         img = mosaic(bagset.images[idx[:k]], ncols=min(ncols, k), outline=lab[:k].astype(bool))
         fig.add_trace(go.Image(z=img), row=1, col=c)
     fig.update_xaxes(visible=False)
@@ -146,27 +161,31 @@ def gallery(j, k, name="prototype", ncols=10):
 
 bag_j = int(pos[0])
 k_show = int(min(N, max(2 * W, 20)))
-gallery(bag_j, k_show).show()
+for ranking in RANKINGS:   # the same bag and model, ranked both ways
+    gallery(bag_j, k_show, "prototype", ranking).show()
 
 # %%
 bag_dd = widgets.Dropdown(options=[int(j) for j in pos], value=bag_j, description="test bag")
 k_sl = widgets.IntSlider(value=k_show, min=1, max=N, description="K shown")
 mil_dd = widgets.Dropdown(options=["abmil", "prototype", "max"], value="prototype", description="MIL")
+rank_dd = widgets.Dropdown(options=list(RANKINGS), value="abnormality", description="rank by")
 out = widgets.Output()
 
 def redraw(*_):
     out.clear_output(wait=True)
     with out:
-        gallery(bag_dd.value, k_sl.value, mil_dd.value).show()
+        gallery(bag_dd.value, k_sl.value, mil_dd.value, rank_dd.value).show()
 
-for w in (bag_dd, k_sl, mil_dd):
+for w in (bag_dd, k_sl, mil_dd, rank_dd):
     w.observe(redraw, "value")  # redraws on change only; the static gallery above is the first view
-display(widgets.VBox([widgets.HBox([bag_dd, k_sl, mil_dd]), out]))
+display(widgets.VBox([widgets.HBox([bag_dd, k_sl, mil_dd, rank_dd]), out]))
 
 # %% [markdown]
 # ## 4 · Precision@K and recall@K over K
 #
-# Curves over K from 1 to the whole bag, averaged over positive test bags, with two references:
+# Curves over K from 1 to the whole bag, averaged over positive test bags, for the abnormality
+# ranking (solid) and raw attention (dotted) of each model on the `slam_ags` encoder, with two
+# references:
 # **chance** (a random ranking: precision = witness rate, recall = K/N) and the **oracle**
 # (all witnesses first: precision = min(1, W/K), recall = min(1, K/W)). The dotted vertical line is
 # the paper's K = 40% of the bag.
@@ -175,11 +194,14 @@ display(widgets.VBox([widgets.HBox([bag_dd, k_sl, mil_dd]), out]))
 Ks = np.unique(np.clip(np.round(np.geomspace(1, N, 25)).astype(int), 1, N))
 fig = make_subplots(rows=1, cols=2, subplot_titles=["precision@K", "recall@K"])
 for (method, name), r in runs.items():
-    curve = [retrieval_metrics(r["att"], inst, yte, k=int(k)) for k in Ks]
-    style = dict(dash="solid" if method == METHODS[-1] else "dot")
-    for c, key in enumerate(("topk_precision", "topk_recall"), start=1):
-        fig.add_scatter(x=Ks, y=[m[key] for m in curve], name=f"{method} · {name}", line=style,
-                        legendgroup=f"{method}{name}", showlegend=c == 1, row=1, col=c)
+    if method != METHODS[-1]:
+        continue
+    for ranking in RANKINGS:
+        curve = [retrieval_metrics(r.ranking(ranking), inst, yte, k=int(k)) for k in Ks]
+        style = dict(dash="solid" if ranking == "abnormality" else "dot")
+        for c, key in enumerate(("topk_precision", "topk_recall"), start=1):
+            fig.add_scatter(x=Ks, y=[m[key] for m in curve], name=f"{name} · {ranking}", line=style,
+                            legendgroup=f"{name}{ranking}", showlegend=c == 1, row=1, col=c)
 fig.add_scatter(x=Ks, y=np.full(len(Ks), W / N), name="chance", line=dict(color="grey"), row=1, col=1)
 fig.add_scatter(x=Ks, y=Ks / N, line=dict(color="grey"), showlegend=False, row=1, col=2)
 fig.add_scatter(x=Ks, y=np.minimum(1, W / Ks), name="oracle", line=dict(color="black"), row=1, col=1)
@@ -195,8 +217,8 @@ fig.show()
 #
 # Two ways to be wrong: a **missed** positive bag (predicted negative) or a **false alarm** on a
 # negative bag — and, for retrieval, a positive bag whose witnesses rank low. For each pretraining
-# (prototype model) we take the worst positive bag by recall@K and the most confident false alarm
-# and ask: which cells did the model attend to? Cell types (`LYT` lymphocyte, `BLA` blast, ...) are
+# (prototype model, abnormality ranking) we take the worst positive bag by recall@K and the most
+# confident false alarm and ask: which cells did the model rank first? Cell types (`LYT` lymphocyte, `BLA` blast, ...) are
 # known in the simulation, and so is each slide's stain.
 
 # %%
@@ -204,15 +226,15 @@ K = max(1, int(round(preset.mil.topk_fraction * N)))
 recs = []
 for method in METHODS:
     r = runs[method, "prototype"]
-    recall = {int(j): topk_hits(r["att"][j], inst[j], K) / W for j in pos}
+    recall = {int(j): topk_hits(r.abnormality[j], inst[j], K) / W for j in pos}
     worst = min(recall, key=recall.get)
     neg = np.flatnonzero(yte == 0)
-    false_alarm = int(neg[np.argmax(r["prob"][neg])])
+    false_alarm = int(neg[np.argmax(r.prob[neg])])
     for kind, j in (("worst positive", worst), ("most confident negative", false_alarm)):
         idx, lab = ranked_cells(method, "prototype", j)
         types = pd.Series(bagset.cell_types[idx[:10]]).value_counts().to_dict()
         recs.append(dict(method=method, case=kind, test_bag=j, label=int(yte[j]),
-                         p_abnormal=round(float(r["prob"][j]), 3), recall_at_K=recall.get(j, np.nan),
+                         p_abnormal=round(float(r.prob[j]), 3), recall_at_K=recall.get(j, np.nan),
                          top10_cell_types=types))
 fail = pd.DataFrame(recs)
 fail
@@ -241,6 +263,8 @@ fig.show()
 #
 # - Retrieval is scored inside positive bags only; precision@K is capped by W/K and recall@K by
 #   K/W, so always read them against the chance and oracle curves.
+# - Attention is unsigned. Rank by a score that the model orients towards "abnormal" (here with
+#   bag labels only); raw attention can be a perfect ranking of the *wrong* cells.
 # - The same MIL model on two encoders ranks the same cells differently: retrieval measures the
 #   embedding as much as the aggregator.
 # - Notebook 08 repeats this for every pretraining and witness rate.

@@ -64,8 +64,8 @@ from PIL import Image
 from sklearn.neighbors import NearestNeighbors
 
 from slamags_core import get_device, get_preset, set_seed
-from slamags_core.mil import predict_bags, train_mil
-from slamags_core.pipeline import bags_of, prepare_embeddings
+from slamags_core.mil import fit_evaluate
+from slamags_core.pipeline import prepare_embeddings
 
 preset = get_preset()                      # $SLAMAGS_PRESET (smoke in CI), default laptop
 SEED = 0
@@ -81,21 +81,17 @@ print(f"preset={preset.name} device={device} WR={WR} methods={METHODS}")
 #
 # `prepare_embeddings` returns the bags and the frozen-encoder embedding `H  # (N, D)` of every
 # cell, reusing the checkpoints of notebook 04 or of the sweep when they exist. An ABMIL model
-# trained on the training bags gives each test cell an attention weight.
+# trained and evaluated by `mil.fit_evaluate` (the same call as the sweep) gives each test cell an
+# attention weight.
 
 # %%
 warnings.filterwarnings("ignore", category=UserWarning)   # collapse warnings are shown in nb 04
 data = {}
 for method in METHODS:
     bagset, H = prepare_embeddings(preset, method, WR, SEED, device=device, progress=False)
-    train, val = bags_of(bagset, H, "train"), bags_of(bagset, H, "val")
-    model, _ = train_mil("abmil", list(zip(*train)), list(zip(*val)), preset.mil,
-                         device=device, progress=False)
-    test_ids = bagset.split_bags("test")
-    test_H, _ = bags_of(bagset, H, "test")
-    _, attention = predict_bags(model, test_H, device=device)
-    cells = np.concatenate([bagset.bag_cells(i) for i in test_ids])
-    att = np.concatenate([a * len(a) for a in attention])   # x bag size: 1 = uniform attention
+    r = fit_evaluate("abmil", bagset, H, preset.mil, device=device)
+    cells = np.concatenate([bagset.bag_cells(i) for i in r.bag_ids])
+    att = np.concatenate([a * len(a) for a in r.attention])   # x bag size: 1 = uniform attention
     data[method] = dict(bagset=bagset, H=H[cells].numpy(), cells=cells, att=att)
     print(f"{method}: {len(cells)} test cells, D={H.shape[1]}")
 
