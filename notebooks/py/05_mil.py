@@ -36,10 +36,12 @@
 # - how to read an instance AUROC against the bag: about `(1 − AUROC) · N_neg` normal cells
 #   outrank each witness, which decides whether a probe AUROC of 0.9 is good enough for MIL.
 #
-# **Run time.** `smoke`: about a minute on a CPU. `laptop` (the default): a few minutes on a
-# CPU if the pretrained encoders are cached (notebook 04 or the sweep), plus the pretraining time
-# otherwise; MIL training itself takes seconds per model (the table prints each one's time). On a
-# GPU: pretraining dominates, MIL is instant.
+# **Run time.** Measured on this project's 2-core CPU, shared with other jobs: `smoke` about a
+# minute; `laptop` (the default, bags of 1000 cells) 14 min wall clock with an empty cache — two
+# pretrainings and the embeddings of 128,000 cells (§2 prints each encoder's time) dominate; the
+# MIL fits take 10-30 s per model with three restarts (the table's `seconds`). With the encoders
+# cached by notebook 04 or the sweep it is a few minutes. On a GPU: pretraining dominates, MIL is
+# instant.
 #
 # **Notation.** A bag's frozen embeddings `H  # (N, D_h)` (one row `h_n` per cell), the instance
 # code `r_n = ReLU(W_r h_n)`, gated-attention parameters `V_a`, `U_a`, `w_a`, gated key `κ_n`,

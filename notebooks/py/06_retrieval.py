@@ -31,9 +31,10 @@
 # - precision@K / recall@K curves over K for two pretrainings (`simclr` vs `slam_ags`);
 # - failure cases: what the model attends to when it is wrong.
 #
-# **Run time.** `smoke`: about a minute on a CPU. `laptop` (default): a few minutes on a
-# CPU when the pretrained encoders are cached (notebook 04 / the sweep), plus pretraining
-# otherwise. On a GPU: pretraining dominates; everything here is instant.
+# **Run time.** Measured on this project's 2-core CPU, shared with other jobs: `smoke` under a
+# minute; `laptop` (default) 2.5 min wall clock with the encoders cached by notebook 05 (six MIL
+# fits), plus about 12 min of pretraining and embedding when nothing is cached. On a GPU:
+# pretraining dominates; everything here is instant.
 #
 # **Notation.** In a positive bag of `N` cells, `N_w` witnesses (`y_n = 1`); `a_n` a model's
 # attention, `o_n` its instance abnormality score; `K` the cells retrieved per bag; precision@K,
