@@ -31,9 +31,9 @@
 #   by attention in positive bags only.
 #
 # **Run time.** Measured on this project's 2-core CPU, shared with other jobs: `smoke` 1.5 min
-# wall clock (most of it UMAP's one-off JIT compilation); `laptop` 5 min wall clock with an empty
-# checkpoint cache, the two pretrainings included (less when notebook 04 or the sweep has cached
-# the encoders). Clicking needs a live JupyterLab; under nbval the callbacks are simply not
+# wall clock (most of it UMAP's one-off JIT compilation); `laptop` (bags of 1000 cells) 2.6 min
+# wall clock with the two encoders cached by notebook 05, plus about 12 min of pretraining and
+# embedding when nothing is cached (notebook 05's measurement). Clicking needs a live JupyterLab; under nbval the callbacks are simply not
 # triggered.
 #
 # **Notation.** `h_n` the frozen backbone feature of cell `n` (`H  # (N, D_h)` stacks them), `y_n`
