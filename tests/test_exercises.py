@@ -416,7 +416,7 @@ def _calls(py: Path) -> list[tuple[str, bool]]:
             for m in re.finditer(r"exercises\.(check_\w+)\(([^\n]*)\)", text)]
 
 
-PHASE_2 = {"05_mil", "06_retrieval", "07_umap_explorer", "08_witness_rate_sweep"}
+PHASE_2 = {"08_witness_rate_sweep"}  # not yet rewritten (issue 13, phase 2)
 
 
 @pytest.mark.parametrize("notebook", [

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks" / "py").glob("[0-9][0-9]_*.py"))
-PHASE_2 = {"05_mil", "06_retrieval", "07_umap_explorer", "08_witness_rate_sweep"}
+PHASE_2 = {"08_witness_rate_sweep"}  # not yet rewritten (issue 13, phase 2)
 
 
 def _draws(node: ast.AST, drawing: set[str]) -> bool:

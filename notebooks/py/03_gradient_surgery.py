@@ -34,10 +34,12 @@
 # after surgery, a per-layer view, and loss curves with and without AGS. When AGS changes
 # nothing, and what the norm rescale buys.
 #
-# **Run time.** `smoke`: under a minute. `laptop` (default): two short pretraining runs of two
-# passes over the pools each (§2 prints the step count) dominate — 10 min wall clock (4.3 min of
-# CPU time) on this project's 2-core machine while it was shared with other jobs, less on an idle
-# one or a GPU.
+# **Run time.** `smoke`: under a minute. `laptop` (default): two short pretraining runs dominate,
+# each at most two passes over the pools and at most the preset's step budget (§2 prints the
+# steps). With the earlier `laptop` preset (200-cell bags, 76 steps per run) the notebook took
+# 10 min wall clock (4.3 min of CPU time) on this project's 2-core machine shared with other jobs;
+# the current one (1000-cell bags, five times the patches) runs the whole step budget twice —
+# compare the steps printed in §2 with 76 and expect a run time in proportion (not re-measured).
 #
 # **Notation.** `θ` the parameters, `g_i = ∇_θ L_i` the gradient of task `i` (SLAM's two tasks are
 # *con* and *sim*; the 2-D toy's are numbered 1 and 2), `g̃_i` after PCGrad's projections, `g_sum`,
@@ -248,7 +250,8 @@ cfg = dataclasses.replace(preset.pretrain, steps=steps,
                           warmup_steps=min(preset.pretrain.warmup_steps, steps))
 print(f"pools: {len(pos)} positive-slide and {len(neg)} negative-slide patches "
       f"{pos.shape[1:]};  encoder={cfg.encoder} width={cfg.width} crop={cfg.crop_size} "
-      f"batch={cfg.batch_size} steps={cfg.steps} (two passes over the pools)")
+      f"batch={cfg.batch_size} steps={cfg.steps} "
+      f"({cfg.steps * cfg.batch_size / (len(pos) + len(neg)):.1f} passes over the pools)")
 results = {}
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the collapse monitor may warn during so short a run
@@ -367,9 +370,8 @@ for j, label in enumerate(cols):
 
 # %% [markdown]
 # *What you should see:* mostly red cells, i.e. weight tensors whose two task gradients point
-# against each other; compare the three columns' printed shares and medians to see whether two
-# passes over the pools deepened the conflict and where (backbone or projection head) it is
-# strongest.
+# against each other; compare the three columns' printed shares and medians to see whether the
+# short runs deepened the conflict and where (backbone or projection head) it is strongest.
 
 # %%
 fig = make_subplots(rows=1, cols=3, subplot_titles=("NT-Xent (slide-positive)",
@@ -403,8 +405,8 @@ print(f"NT-Xent at chance, log(2 B_pos - 1) with B_pos = {b_pos}: {math.log(2 * 
 # while NT-Xent stays close to its chance level `log(2B_pos − 1)` (printed above next to the final
 # values) and the spread of the unit projections `z` (right, step 0 = initialisation) stays near
 # 0. Check the printed std ratios: if `z`'s is far below 1 from the start, the untrained encoder
-# already maps all patches to nearly one direction, and two passes — with or without AGS — do not
-# spread them. Notebook 04 follows full runs and monitors `h` as well as `z`.
+# already maps all patches to nearly one direction, and a run this short — with or without AGS —
+# does not spread them. Notebook 04 follows full runs and monitors `h` as well as `z`.
 
 # %% [markdown]
 # ## Take-aways
@@ -416,8 +418,9 @@ print(f"NT-Xent at chance, log(2 B_pos - 1) with B_pos = {b_pos}: {math.log(2 * 
 # * PCGrad removes the conflicting components; AGS keeps that direction but restores the plain
 #   sum's norm, so the optimiser's learning rate keeps its meaning. When the gradients do not
 #   conflict, AGS is exactly the plain sum.
-# * Two passes over the pools are far too short to compare the *representations* — that is the
-#   job of notebooks 04–08 (pretraining, MIL, retrieval, the witness-rate sweep).
+# * Runs of at most two passes over the pools are far too short to compare the
+#   *representations* — that is the job of notebooks 04–08 (pretraining, MIL, retrieval, the
+#   witness-rate sweep).
 
 # %% [markdown]
 # ## Exercises

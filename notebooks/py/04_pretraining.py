@@ -36,11 +36,12 @@
 # and the `sim_only` demonstration), each timed in §4's table. Every training is a budget of
 # `cfg.steps` optimiser steps (§1 prints it and how many passes over the training patches it
 # makes). `smoke` (CI): about 1 min of CPU time (2.5 min wall with an empty cache on this
-# project's 2-core machine, shared with other jobs). `laptop` (the default): on this project's
-# 2-core CPU one training took 15-40 s with the machine idle (the README's sweep timing) but
-# 4.5-20 min, about 1.5 h for all seven, with the two cores shared with several other jobs (the
-# checkpoints' `time_s` logs). Checkpoints are cached in `data/cache/checkpoints`, so a second run
-# (and notebooks 05-08) reload them instead of training. `paper` (§10 prints its step budget) is a
+# project's 2-core machine, shared with other jobs). `laptop` (the default, bags of 1000 cells):
+# on this project's 2-core CPU shared with other jobs, one training took about 5 min (`simclr`
+# 315 s, `slam_ags` 300 s of training in their checkpoints' `time_s` logs) — expect about 35 min
+# for all seven, plus §8's embeddings of every cell of the bag set per strategy; not timed end to
+# end. Checkpoints are cached in `data/cache/checkpoints`, so a second run (and notebooks 05-08)
+# reload them instead of training. `paper` (§10 prints its step budget) is a
 # batch job for one or several GPUs; its GPU time has not been measured yet —
 # `benchmarks/bench_pretrain.py` measures your GPU's throughput.
 #

@@ -25,15 +25,24 @@
 # **What you will learn.**
 # - precise definitions of precision@K, recall@K and the instance AUROC (`slamags_core.metrics`),
 #   checked on a hand-made example;
-# - why attention is unsigned, and how an abnormality ranking fixes the prototype model's
-#   inverted attention;
+# - why attention is unsigned and, in ABMIL, class-agnostic — ranking by it is not ranking by
+#   abnormality — and how an abnormality ranking fixes the prototype model's inverted attention;
 # - galleries of the top-K cells by either ranking with the true witnesses outlined;
 # - precision@K / recall@K curves over K for two pretrainings (`simclr` vs `slam_ags`);
 # - failure cases: what the model attends to when it is wrong.
 #
-# **Run time.** `smoke`: well under a minute on a CPU. `laptop` (default): a few minutes on a
-# CPU when the pretrained encoders are cached (notebook 04 / the sweep), plus pretraining
-# otherwise. On a GPU: pretraining dominates; everything here is instant.
+# **Run time.** Measured on this project's 2-core CPU, shared with other jobs: `smoke` under a
+# minute; `laptop` (default) 2.5 min wall clock with the encoders cached by notebook 05 (six MIL
+# fits), plus about 12 min of pretraining and embedding when nothing is cached. On a GPU:
+# pretraining dominates; everything here is instant.
+#
+# **Notation.** In a positive bag of `N` cells, `N_w` witnesses (`y_n = 1`); `a_n` a model's
+# attention, `o_n` its instance abnormality score; `K` the cells retrieved per bag; precision@K,
+# recall@K and the within-bag instance AUROC as defined in §1. Every symbol of the course:
+# [docs/notation.md](../docs/notation.md).
+#
+# **Exercises** at the end, each with an automatic check: recall@K with tied scores, and the
+# within-bag instance AUROC by counting pairs.
 
 # %%
 try:
@@ -69,10 +78,11 @@ print(f"preset={preset.name}  seed={preset.mil.seed}  device={device}  witness r
 # ## 1 · The retrieval metrics, by hand
 #
 # Only **positive** bags are scored (a negative bag has no witness to find). In a positive bag
-# with $N$ cells and $W \ge 1$ witnesses, rank the cells by attention and keep the top $K$:
+# with $N$ cells and $N_w \ge 1$ witnesses, rank the cells by a score (attention $a_n$ or
+# abnormality $o_n$) and keep the top $K$:
 #
 # $$\text{precision@}K = \frac{\#\{\text{witnesses in top }K\}}{K},\qquad
-# \text{recall@}K = \frac{\#\{\text{witnesses in top }K\}}{W}.$$
+# \text{recall@}K = \frac{\#\{\text{witnesses in top }K\}}{N_w}.$$
 #
 # Both are averaged over positive bags (each slide counts once). The paper's "Top 400" of
 # 1000-cell bags is recall@K with $K = 40\%$ of the bag. The **instance AUROC** is the ROC AUC of
@@ -83,7 +93,7 @@ print(f"preset={preset.name}  seed={preset.mil.seed}  device={device}  witness r
 
 # %%
 att = np.array([0.30, 0.05, 0.25, 0.10, 0.20, 0.10])  # one positive bag of 6 cells
-lab = np.array([1, 0, 0, 1, 1, 0])                   # W = 3 witnesses
+lab = np.array([1, 0, 0, 1, 1, 0])                   # N_w = 3 witnesses
 # ranking: cell0 (w), cell2, cell4 (w), cells 3 (w) / 5 tie, cell1
 assert topk_hits(att, lab, 1) == 1 and topk_hits(att, lab, 3) == 2
 m = retrieval_metrics([att], [lab], [1], k=3)
@@ -101,7 +111,10 @@ print(m, "\nK=4 with a tie:", m4)
 # (mini-batches, restarts, validation-loss model selection: see notebook 05).
 #
 # **Attention is unsigned.** A softmax weight says where the model *looks*, not whether what it
-# sees is abnormal. ABMIL can classify while looking at ordinary cells, and the prototype model —
+# sees is abnormal. ABMIL's attention is moreover **class-agnostic**: one softmax per bag, shared
+# by both classes, that weighs cells by how much they inform the decision in either direction —
+# so ranking cells by it is not ranking them by abnormality. ABMIL can classify while looking at
+# ordinary cells (a bag whose lymphocytes look typical is evidence too), and the prototype model —
 # one attention per class — often lets the **normal** class's attention find the witnesses (its
 # head then votes "not normal") while the abnormal class's attention, the one usually reported,
 # sits on ordinary lymphocytes. So every model also offers a few candidate *instance scores*: its
@@ -128,8 +141,8 @@ cells_te = [bagset.bag_cells(i) for i in r.bag_ids]
 inst = r.instance_labels
 pos = np.flatnonzero(yte == 1)            # positive test bags
 N = len(cells_te[pos[0]])
-W = int(inst[pos[0]].sum())
-print(f"{len(pos)} positive test bags of {N} cells with {W} witnesses each")
+N_w = int(inst[pos[0]].sum())
+print(f"{len(pos)} positive test bags of {N} cells with {N_w} witnesses each")
 pd.DataFrame(rows).set_index(["method", "mil"]).round(3)
 
 
@@ -149,7 +162,7 @@ def ranked_cells(method, name, j, ranking="abnormality"):
 def gallery(j, k, name="prototype", ranking="abnormality", ncols=10):
     fig = make_subplots(rows=1, cols=len(METHODS), subplot_titles=[
         f"{m} · {name} by {ranking}: {topk_hits(runs[m, name].ranking(ranking)[j], inst[j], k)}"
-        f"/{min(k, W)} witnesses in top {k}" for m in METHODS])
+        f"/{min(k, N_w)} witnesses in top {k}" for m in METHODS])
     for c, method in enumerate(METHODS, start=1):
         idx, lab = ranked_cells(method, name, j, ranking)
         img = mosaic(bagset.images[idx[:k]], ncols=min(ncols, k), outline=lab[:k].astype(bool))
@@ -160,9 +173,16 @@ def gallery(j, k, name="prototype", ranking="abnormality", ncols=10):
     return fig
 
 bag_j = int(pos[0])
-k_show = int(min(N, max(2 * W, 20)))
+k_show = int(min(N, max(2 * N_w, 20)))
 for ranking in RANKINGS:   # the same bag and model, ranked both ways
     gallery(bag_j, k_show, "prototype", ranking).show()
+
+# %% [markdown]
+# *What you should see:* two galleries of the same bag and prototype model, first by abnormality
+# then by raw attention, each with both encoders side by side; the panel titles count the framed
+# witnesses in the top `K`. Check whether the two rankings put different cells first — where
+# they do, the abnormality ranking is the one to believe (it is oriented by bag labels; attention
+# is not).
 
 # %%
 bag_dd = widgets.Dropdown(options=[int(j) for j in pos], value=bag_j, description="test bag")
@@ -181,13 +201,17 @@ for w in (bag_dd, k_sl, mil_dd, rank_dd):
 display(widgets.VBox([widgets.HBox([bag_dd, k_sl, mil_dd, rank_dd]), out]))
 
 # %% [markdown]
+# *What you should see:* the four controls; the gallery appears once you move one of them (in a
+# live notebook). Compare ABMIL's attention with its abnormality ranking on the same bag.
+
+# %% [markdown]
 # ## 4 · Precision@K and recall@K over K
 #
 # Curves over K from 1 to the whole bag, averaged over positive test bags, for the abnormality
 # ranking (solid) and raw attention (dotted) of each model on the `slam_ags` encoder, with two
 # references:
 # **chance** (a random ranking: precision = witness rate, recall = K/N) and the **oracle**
-# (all witnesses first: precision = min(1, W/K), recall = min(1, K/W)). The dotted vertical line is
+# (all witnesses first: precision = min(1, N_w/K), recall = min(1, K/N_w)). The dotted vertical line is
 # the paper's K = 40% of the bag.
 
 # %%
@@ -202,15 +226,28 @@ for (method, name), r in runs.items():
         for c, key in enumerate(("topk_precision", "topk_recall"), start=1):
             fig.add_scatter(x=Ks, y=[m[key] for m in curve], name=f"{name} · {ranking}", line=style,
                             legendgroup=f"{name}{ranking}", showlegend=c == 1, row=1, col=c)
-fig.add_scatter(x=Ks, y=np.full(len(Ks), W / N), name="chance", line=dict(color="grey"), row=1, col=1)
+fig.add_scatter(x=Ks, y=np.full(len(Ks), N_w / N), name="chance", line=dict(color="grey"), row=1, col=1)
 fig.add_scatter(x=Ks, y=Ks / N, line=dict(color="grey"), showlegend=False, row=1, col=2)
-fig.add_scatter(x=Ks, y=np.minimum(1, W / Ks), name="oracle", line=dict(color="black"), row=1, col=1)
-fig.add_scatter(x=Ks, y=np.minimum(1, Ks / W), line=dict(color="black"), showlegend=False, row=1, col=2)
+fig.add_scatter(x=Ks, y=np.minimum(1, N_w / Ks), name="oracle", line=dict(color="black"), row=1, col=1)
+fig.add_scatter(x=Ks, y=np.minimum(1, Ks / N_w), line=dict(color="black"), showlegend=False, row=1, col=2)
 for c in (1, 2):
     fig.add_vline(x=preset.mil.topk_fraction * N, line_dash="dot", row=1, col=c)
 fig.update_xaxes(type="log", title="K")
 fig.update_layout(height=420)
 fig.show()
+K_paper = max(1, int(round(preset.mil.topk_fraction * N)))
+print(f"at K = {K_paper}: " + ", ".join(
+    f"{name} {ranking} recall {retrieval_metrics(r.ranking(ranking), inst, yte, k=K_paper)['topk_recall']:.3f}"
+    for (method, name), r in runs.items() if method == METHODS[-1] for ranking in RANKINGS)
+    + f"; chance {K_paper / N:.3f}, oracle {min(1, K_paper / N_w):.3f}")
+
+# %% [markdown]
+# *What you should see:* every model's curves between the grey chance line and the black oracle;
+# the printed recalls at the paper's K (40 % of the bag) place each ranking between chance (K/N)
+# and the oracle.
+# Check whether the solid (abnormality) curve of each model lies above its dotted (attention)
+# curve — for the prototype model raw attention can fall *below* chance (it points at the normal
+# class's cells).
 
 # %% [markdown]
 # ## 5 · Failure cases
@@ -226,7 +263,7 @@ K = max(1, int(round(preset.mil.topk_fraction * N)))
 recs = []
 for method in METHODS:
     r = runs[method, "prototype"]
-    recall = {int(j): topk_hits(r.abnormality[j], inst[j], K) / W for j in pos}
+    recall = {int(j): topk_hits(r.abnormality[j], inst[j], K) / N_w for j in pos}
     worst = min(recall, key=recall.get)
     neg = np.flatnonzero(yte == 0)
     false_alarm = int(neg[np.argmax(r.prob[neg])])
@@ -253,6 +290,10 @@ fig.update_layout(height=180 * len(METHODS) + 60, margin=dict(l=5, r=5, t=40, b=
 fig.show()
 
 # %% [markdown]
+# *What you should see:* for each encoder, the 20 cells ranked first in its worst positive bag
+# (left) and in its most confident false alarm (right), witnesses framed; the table above gives
+# their recall@K, `P(abnormal)` and the cell types among the first ten.
+#
 # **What to look for.** In the worst positive bag, are the top cells large, pale-chromatin
 # blast-like lymphocytes (a morphological near-miss), or cells with an unusual stain or position
 # (the encoder keyed on a nuisance)? In a false alarm, the model found *something* blast-like in a
@@ -261,10 +302,60 @@ fig.show()
 #
 # ## Takeaways
 #
-# - Retrieval is scored inside positive bags only; precision@K is capped by W/K and recall@K by
-#   K/W, so always read them against the chance and oracle curves.
-# - Attention is unsigned. Rank by a score that the model orients towards "abnormal" (here with
-#   bag labels only); raw attention can be a perfect ranking of the *wrong* cells.
+# - Retrieval is scored inside positive bags only; precision@K is capped by N_w/K and recall@K by
+#   K/N_w, so always read them against the chance and oracle curves.
+# - Attention is unsigned, and ABMIL's is class-agnostic: ranking by it is not ranking by
+#   abnormality. Rank by a score that the model orients towards "abnormal" (here with bag labels
+#   only); raw attention can be a perfect ranking of the *wrong* cells.
 # - The same MIL model on two encoders ranks the same cells differently: retrieval measures the
 #   embedding as much as the aggregator.
 # - Notebook 08 repeats this for every pretraining and witness rate.
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise asks for one function. The cell under it calls a grader from
+# `slamags_core.exercises`, which runs your function next to the right answer on random and
+# edge-case inputs and tells you which input failed, what was expected, what you returned and — if
+# your answer matches a typical mistake — which one. Until you write the function, the check says
+# *not attempted*. (Teachers: worked solutions are in `notebooks/solutions/`; see
+# `docs/teaching.md`.)
+
+# %%
+from slamags_core import exercises
+
+# %% [markdown]
+# ### Exercise 1 · Recall@K with ties
+#
+# Write `topk_recall(scores, labels, k)` for one positive bag: `scores` `(N,)`, `labels` `(N,)`
+# 0/1 with at least one witness, `1 ≤ k ≤ N`. Return the share of the bag's `N_w` witnesses among
+# the `k` highest scores. Cells tied at the `k`-th score share the slots left: if `s` slots remain
+# for `t` tied cells, each tied witness counts `s / t` (its expected count under a random order of
+# the ties), so uniform scores give exactly `k / N`. Then check with `mean` pooling's uniform
+# attention what the paper's "Top 400 of 1000" scores with no model at all.
+
+# %% tags=["exercise"]
+def topk_recall(scores, labels, k):
+    # your code here (np.sort the scores, find the k-th value, count the cells above and at it)
+    raise NotImplementedError("exercise 1: topk_recall")
+
+
+# %% tags=["exercise-check"]
+exercises.check_topk_recall(topk_recall)
+
+# %% [markdown]
+# ### Exercise 2 · The within-bag instance AUROC by counting pairs
+#
+# Write `instance_auroc(scores, labels)` for one bag without scikit-learn: the share of
+# (witness, normal cell) pairs in which the witness scores higher, a tie counting one half
+# (the Mann–Whitney statistic). Then read your number as notebook 05 taught: how many normal cells
+# outrank each witness of this bag?
+
+# %% tags=["exercise"]
+def instance_auroc(scores, labels):
+    # your code here (compare every witness score with every normal score, e.g. by broadcasting)
+    raise NotImplementedError("exercise 2: instance_auroc")
+
+
+# %% tags=["exercise-check"]
+exercises.check_instance_auroc(instance_auroc)
