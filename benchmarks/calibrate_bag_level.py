@@ -23,8 +23,8 @@ from sklearn.metrics import roc_auc_score
 
 from slamags_core.config import get_preset
 from slamags_core.metrics import bag_metrics
-from slamags_core.mil import predict_bags, train_mil
-from slamags_core.pipeline import bags_of, prepare_embeddings
+from slamags_core.mil import predict_bags, split_bags, train_mil
+from slamags_core.pipeline import prepare_embeddings
 
 
 def oracle_scores(bs, H):
@@ -47,7 +47,7 @@ def calibrate(difficulty: float, witness_rate: float) -> dict:
     cells = np.concatenate([bs.bag_cells(i) for i in ids])
     k = max(1, round(witness_rate * preset.bags.bag_size))
     pooled = [np.sort(s[bs.bag_cells(i)])[-k:].mean() - np.median(s[bs.bag_cells(i)]) for i in ids]
-    train, val, test = (bags_of(bs, H, split) for split in ("train", "val", "test"))
+    train, val, test = (split_bags(bs, H, split)[1:] for split in ("train", "val", "test"))
     model, _ = train_mil("abmil", list(zip(*train)), list(zip(*val)), preset.mil, progress=False)
     prob, _, _ = predict_bags(model, test[0])
     return dict(difficulty=difficulty, witness_rate=witness_rate,

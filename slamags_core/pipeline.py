@@ -103,12 +103,3 @@ def prepare_embeddings(preset: Preset, method: str, witness_rate: float | None =
     bagset = get_bags(preset, witness_rate, seed)
     result = get_pretrained(preset, bagset, method, seed, device=device, progress=progress)
     return bagset, embed_bagset(preset, bagset, result, seed, device=device)
-
-
-def bags_of(bagset: BagSet, H: torch.Tensor, split: str) -> tuple[list[torch.Tensor], list[int]]:
-    """Per-bag embedding tensors and labels of one split: ``([H_i  # (n_i, D)], [y_i])``."""
-    if len(H) != len(bagset.images):
-        raise ValueError(f"embeddings have {len(H)} rows but the bag set has "
-                         f"{len(bagset.images)} cells")
-    ids = bagset.split_bags(split)
-    return [H[bagset.bag_cells(i)] for i in ids], [int(bagset.bag_labels[i]) for i in ids]

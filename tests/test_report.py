@@ -127,18 +127,23 @@ def test_report_files_and_sections(tmp_path):
     assert R.summarise(rows, "bag_f1")[("abmil", "slam_ags")][0.1][0] == 1.0
 
 
-def test_report_reads_predictions_from_the_sweep_folder(tmp_path):
+def _write_predictions(folder, preds):
+    """Write planted per-bag predictions as the sweep does: one file per (method, WR, seed)."""
     from slamags_core.predictions import write_bag_predictions
 
-    preds = planted()
     by_cell = {}
     for r in preds:
         by_cell.setdefault((r["method"], r["witness_rate"], r["seed"]), []).append(r)
     for (m, wr, s), rs in by_cell.items():
-        write_bag_predictions(tmp_path, method=m, mil="abmil", witness_rate=wr, seed=s,
+        write_bag_predictions(folder, method=m, mil="abmil", witness_rate=wr, seed=s,
                               embedding="h", stain="per_cell", bag_ids=[r["bag"] for r in rs],
                               labels=[r["label"] for r in rs], scores=[r["score"] for r in rs],
                               decisions=[r["decision"] for r in rs])
+
+
+def test_report_reads_predictions_from_the_sweep_folder(tmp_path):
+    preds = planted()
+    _write_predictions(tmp_path, preds)
     analyses = R.write_report(_result_rows(preds), tmp_path, "x", n_boot=200)
     assert _claims(analyses[0])["C1"]["verdict"] == "reproduced"  # bag F1 alone (no rankings)
 
@@ -189,19 +194,11 @@ def test_scorer_without_decisions_skips_f1_and_slam_ags_is_required():
 
 def test_report_command_rewrites_a_sweep_folder(tmp_path, capsys):
     from slamags_core.__main__ import main
-    from slamags_core.predictions import write_bag_predictions
     from slamags_core.sweep import write_results
 
     preds = planted()
     write_results(_result_rows(preds), tmp_path / "results.csv")
-    by_cell = {}
-    for r in preds:
-        by_cell.setdefault((r["method"], r["witness_rate"], r["seed"]), []).append(r)
-    for (m, wr, s), rs in by_cell.items():
-        write_bag_predictions(tmp_path, method=m, mil="abmil", witness_rate=wr, seed=s,
-                              embedding="h", stain="per_cell", bag_ids=[r["bag"] for r in rs],
-                              labels=[r["label"] for r in rs], scores=[r["score"] for r in rs],
-                              decisions=[r["decision"] for r in rs])
+    _write_predictions(tmp_path, preds)
     main(["report", str(tmp_path), "--n-boot", "200"])
     assert "1 scorer variant(s) with verdicts" in capsys.readouterr().out
     assert "C1 — SLAM-AGS beats self-supervised pretraining (SimCLR): reproduced" in \
