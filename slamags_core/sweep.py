@@ -198,22 +198,6 @@ def variant_preset(preset: Preset, stain: str) -> Preset:
     return preset.replace(cells=dataclasses.replace(preset.cells, stain=stain))
 
 
-def _fit_mil(mil: str, bagset, H, cfg, device) -> dict:
-    """Train one MIL model (selection on the validation bags), score the test bags.
-
-    Returns:
-        ``{"bag_ids", "labels", "prob", "ranking", "instance_labels", "metrics"}``: per test bag
-        its id, label, ``P(abnormal)`` and cell ranking -- the model's *abnormality* score (see
-        :func:`slamags_core.mil.fit_evaluate`), not raw attention -- plus bag F1/AUC and the
-        retrieval metrics of that ranking.
-    """
-    fit = fit_evaluate(mil, bagset, H, cfg, device=device)
-    return {"bag_ids": fit.bag_ids, "labels": np.asarray(fit.y),
-            "prob": np.asarray(fit.prob, dtype=np.float64),
-            "ranking": [np.asarray(a) for a in fit.abnormality],
-            "instance_labels": fit.instance_labels, "metrics": fit.metrics}
-
-
 def _mil_free_row(ranked: dict) -> dict:
     """Metrics of a MIL-free scorer (:func:`slamags_core.diagnostics.rank_within_bags`): no
     decision rule, so no bag F1."""
@@ -345,12 +329,15 @@ def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | N
             for scorer in todo_e:
                 t3 = time.perf_counter()
                 if scorer in mil_models:
-                    fit = _fit_mil(scorer, bagset, H, dataclasses.replace(preset.mil, seed=seed), dev)
-                    metrics = fit["metrics"]
+                    # rankings = the model's abnormality score, not raw attention (fit_evaluate)
+                    fit = fit_evaluate(scorer, bagset, H, dataclasses.replace(preset.mil, seed=seed),
+                                       device=dev)
+                    metrics = fit.metrics
+                    prob = np.asarray(fit.prob, dtype=np.float64)
                     write_bag_predictions(
-                        out_dir, **key, mil=scorer, bag_ids=fit["bag_ids"], labels=fit["labels"],
-                        scores=fit["prob"], decisions=(fit["prob"] > 0.5).astype(int),
-                        rankings=fit["ranking"], instance_labels=fit["instance_labels"],
+                        out_dir, **key, mil=scorer, bag_ids=fit.bag_ids, labels=np.asarray(fit.y),
+                        scores=prob, decisions=(prob > 0.5).astype(int),
+                        rankings=fit.abnormality, instance_labels=fit.instance_labels,
                         topk_fraction=preset.mil.topk_fraction)
                 else:
                     if scorer == SVDD_SCORER:  # Deep SVDD's distance to its centre ranks cells
