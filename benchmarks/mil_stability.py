@@ -45,7 +45,7 @@ from slamags_core.config import METHODS, get_preset
 from slamags_core.metrics import auroc
 from slamags_core.mil import fit_evaluate, split_bags, witness_ablation
 from slamags_core.pipeline import prepare_embeddings
-from slamags_core.utils import atomic_write_text, to_jsonable
+from slamags_core.utils import atomic_write_text, get_device, to_jsonable
 
 METRICS = ("bag_auc", "bag_f1", "topk_recall", "instance_auroc",
            "attention_topk_recall", "attention_instance_auroc")
@@ -162,10 +162,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="MILConfig overrides")
     ap.add_argument("--out", default="outputs/mil_stability")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the CPU is shared)")
+    ap.add_argument("--device", default="cpu", help="pretraining, embedding and MIL: cpu | cuda | auto")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*collapse.*")
     preset = get_preset(args.preset)
+    device = get_device(args.device)
     cfg = dataclasses.replace(preset.mil, **_parse_set(args.set))
     out = Path(args.out)
     path = out / "mil_stability.json"
@@ -179,7 +181,9 @@ def main(argv: list[str] | None = None) -> dict:
     grid = [(m, wr) for wr in args.witness_rates for m in args.methods]
     bar = tqdm(total=len(grid) * len(args.mil) * args.mil_seeds, desc="mil_stability")
     for method, wr in grid:
-        bagset, H = prepare_embeddings(preset, method, wr, args.bag_seed, device="cpu", progress=False)
+        bagset, H = prepare_embeddings(preset, method, wr, args.bag_seed, device=device,
+                                         progress=False)
+        H = H.cpu()
         probe = results["probe"].setdefault(f"{method}|{wr}", {})
         if "probe_instance_auroc" not in probe:
             probe.update(probe_ceiling(bagset, H, wr))
@@ -191,9 +195,9 @@ def main(argv: list[str] | None = None) -> dict:
                 if (method, wr, mil, seed) in done:
                     continue
                 t0 = time.perf_counter()
-                r = fit_evaluate(mil, bagset, H, dataclasses.replace(cfg, seed=seed))
+                r = fit_evaluate(mil, bagset, H, dataclasses.replace(cfg, seed=seed), device=device)
                 ablation = witness_ablation(r.model, split_bags(bagset, H, "test")[1], r.y,
-                                            r.instance_labels)
+                                            r.instance_labels, device=device)
                 results["rows"].append({"method": method, "witness_rate": wr, "mil": mil,
                                         "mil_seed": seed, "ranking": r.model.ranking_name,
                                         "epochs": len(r.history), "seconds": time.perf_counter() - t0,
