@@ -254,9 +254,8 @@ def train_mil(
     best = (math.inf, None, None, -1)  # (val loss, state, model, restart)
     history: list[dict] = []
     for r in range(cfg.restarts):
-        model = _init_model(name, Htr[0].shape[1], cfg, r)
-        _fit_standardizer(model, train[0], train[1], cfg.standardize)
-        model.to(device)
+        model = _init_model(name, Htr[0].shape[1], cfg, r).to(device)
+        _fit_standardizer(model, train[0], train[1], cfg.standardize)  # statistics on `device`
         loss, state, hist = _fit_one(model, train, val, cfg, r, bar)
         history += hist
         if loss < best[0]:

@@ -12,7 +12,7 @@ from slamags_core.bags import BagSet
 from slamags_core.config import MILConfig, get_preset
 from slamags_core.metrics import bag_metrics, retrieval_metrics, topk_hits
 from slamags_core.mil import (MILResult, check_bags, fit_evaluate, pad_bags, predict_bags,
-                              train_mil, witness_ablation)
+                              split_bags, train_mil, witness_ablation)
 
 CFG = MILConfig(epochs=30, hidden_dim=16, n_prototypes=2, patience=30, lr=3e-3, batch_bags=4,
                 restarts=1, warmup_epochs=1)
@@ -190,6 +190,22 @@ def test_fit_evaluate_on_a_planted_bag_set():
         fit_evaluate("abmil", bs, H[:-1], cfg)
     with pytest.raises(ValueError, match="unknown ranking"):
         r.ranking("gradcam")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", sorted(AGGREGATORS))
+def test_fit_evaluate_on_cuda_matches_the_planted_answer(name):
+    # regression: the standardiser was fitted on CUDA bags while the model was still on the CPU
+    tr, itr = _bags(16, seed=0)
+    va, iva = _bags(8, seed=1)
+    te, ite = _bags(8, seed=2)
+    bs, H = _bagset(tr + va + te, itr + iva + ite, ["train"] * 16 + ["val"] * 8 + ["test"] * 8)
+    r = fit_evaluate(name, bs, H, dataclasses.replace(CFG, topk_fraction=0.25), device="cuda")
+    assert r.metrics["bag_auc"] == 1.0
+    assert next(r.model.parameters()).device.type == "cuda" and r.model.mu.device.type == "cuda"
+    ablation = witness_ablation(r.model, split_bags(bs, H, "test")[1], r.y, r.instance_labels,
+                                device="cuda")
+    assert ablation["max_prob_change"] > 0
 
 
 def test_smoke_preset_mil_config_is_usable():
