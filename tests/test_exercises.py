@@ -416,13 +416,7 @@ def _calls(py: Path) -> list[tuple[str, bool]]:
             for m in re.finditer(r"exercises\.(check_\w+)\(([^\n]*)\)", text)]
 
 
-PHASE_2 = {"08_witness_rate_sweep"}  # not yet rewritten (issue 13, phase 2)
-
-
-@pytest.mark.parametrize("notebook", [
-    pytest.param(nb, marks=pytest.mark.xfail(strict=True, reason="exercise cells for notebooks 05-08 come "
-                                             "after their rewrite (issue 13, phase 2)"))
-    if nb in PHASE_2 else nb for nb in sorted(ex.EXERCISES)])
+@pytest.mark.parametrize("notebook", sorted(ex.EXERCISES))
 def test_each_notebook_ends_with_its_exercises_and_has_solutions(notebook):
     graders = list(ex.EXERCISES[notebook])
     student = _calls(ROOT / "notebooks" / "py" / f"{notebook}.py")
