@@ -39,7 +39,8 @@
 # existed when this was written. The main job's own run time on 2 CPU cores is stated in the
 # README (*Results* and *The main job*). If no results are found, the notebook runs a reduced
 # sweep itself: 2 of the 4 witness rates and 1 seed, about half of the main job's grid. `paper`
-# preset: GPU hours; run the CLI, then open this notebook on its output folder.
+# preset: meant for GPUs (not timed here; README, *The `paper` preset*); run the CLI, then open
+# this notebook on its output folder.
 #
 # **Notation.** `WR` witness rate, `N` cells per bag, `N_w` witnesses in a positive bag, `Y` the
 # bag label, `p̂` a bag's predicted `P(Y = 1)`, AUC the bag-level ROC AUC of `p̂`, `K` the cells
@@ -68,6 +69,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from slamags_core import get_device, get_preset, set_seed
+from slamags_core.config import METHODS
 from slamags_core.monitor import CollapseWarning
 from slamags_core.predictions import read_bag_predictions
 from slamags_core.report import (analyse_predictions, differences_table, markdown_table,
@@ -111,11 +113,12 @@ preds = read_bag_predictions(RESULTS)                    # one dict per test bag
 config_file = RESULTS / "config.json"                    # the preset the sweep ran with
 config = json.loads(config_file.read_text())["preset"] if config_file.exists() else preset.to_dict()
 headline = (config["pretrain"]["embedding"], config["cells"]["stain"])   # the report's first variant
+main_rows = [r for r in rows if (r["embedding"], r["stain"]) == headline]
 seeds = sorted(int(s) for s in df.seed.unique())
 n_seeds = len(seeds)
-first = [r for r in preds if (r["method"], r["mil"], r["witness_rate"], r["seed"])
-         == (rows[0]["method"], rows[0]["mil"], rows[0]["witness_rate"], rows[0]["seed"])
-         and (r["embedding"], r["stain"]) == headline]
+one = main_rows[0]                                       # one grid cell: its test bags
+first = [r for r in preds if all(r[k] == one[k] for k in
+                                 ("method", "mil", "witness_rate", "seed", "embedding", "stain"))]
 n_pos = sum(r["label"] == 1 for r in first)
 n_neg = len(first) - n_pos
 print(f"{len(df)} rows: methods={sorted(df.method.unique())}")
@@ -143,13 +146,12 @@ df[["method", "mil", "witness_rate", "seed", "embedding", "stain", "bag_f1", "ba
 # 1000-cell bags; the code prints this preset's `K`).
 
 # %%
-main_rows = [r for r in rows if (r["embedding"], r["stain"]) == headline]
 bag_size, k_share = config["bags"]["bag_size"], config["mil"]["topk_fraction"]
 print(f"headline variant: embedding {headline[0]}, stain {headline[1]}; K = {k_share:.0%} of the "
       f"cells = {round(k_share * bag_size)} of {bag_size}; cells: "
       + (f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else "the one seed's value (std n/a)"))
-# a scorer that ranks bags at random: bag AUC 0.5 on average, with this std on n_pos x n_neg bags
-# (Hanley & McNeil 1982, under the null)
+# a scorer that ranks bags at random: bag AUC 0.5 on average, with this std on n_pos + n_neg bags
+# (the null variance of the Mann-Whitney U statistic, divided by (n_pos n_neg)^2)
 auc_noise = np.sqrt((n_pos + n_neg + 1) / (12 * n_pos * n_neg))
 print(f"chance bag AUC on {n_pos} + {n_neg} test bags: 0.5 ± {auc_noise:.2f} (std of a random ranking)")
 MILS = [m for m in ("prototype", "abmil") if m in df.mil.unique()]
@@ -183,7 +185,8 @@ def mean_std_n(values):
 
 spread = (df[(df.mil == MILS[0]) & (df.embedding == headline[0]) & (df.stain == headline[1])]
           .groupby(["method", "witness_rate"]).bag_auc.agg(mean_std_n).unstack("witness_rate"))
-spread = spread[sorted(spread.columns, reverse=True)]
+order = sorted(spread.index, key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS))
+spread = spread.loc[order, sorted(spread.columns, reverse=True)]   # the course's order, WR 10% first
 spread.columns = [f"WR {100 * w:g}%" for w in spread.columns]
 print(f"{MILS[0]} MIL, bag AUC: mean ± std (seeds)")
 spread
@@ -202,9 +205,9 @@ for metric, title in (("probe_auroc", "instance-label probe AUROC (ceiling)"),
 
 # %% [markdown]
 # *What you should see:* AUROCs between 0.5 (chance) and 1; check whether the probe's, which
-# sees the labels, lies above the one-class AUROC. Set them against the MIL tables: an encoder whose witnesses a
-# probe separates well can still leave MIL near chance, because in a bag of `N` cells about
-# `(1 − AUROC) · N_neg` normal cells outrank each witness (notebook 05).
+# sees the labels, lies above the one-class AUROC. Set them against the MIL tables: an encoder
+# whose witnesses a probe separates well can still leave MIL near chance, because in a bag of `N`
+# cells about `(1 − AUROC) · N_neg` normal cells outrank each witness (notebook 05).
 
 # %%
 fig = plot_results(rows, headline=headline)
@@ -249,7 +252,7 @@ n_boot_seeds = max(a["n_seeds"] for a in analyses)
 if n_boot_seeds < MIN_SEEDS:
     print(f"{n_boot_seeds} seed(s): " + ("one seed gives no verdict" if n_boot_seeds == 1 else
                                          f"fewer than {MIN_SEEDS} seeds give no verdict")
-          + " — the verdicts below read 'no verdict' and the intervals cover test-bag noise only")
+          + " — no claim below gets one, and the intervals cover test-bag noise only")
 verdicts = pd.DataFrame([{"claim": f"{c['id']} {c['text']}",
                           "scorer": f"{a['mil']} ({a['embedding']}, {a['stain']})",
                           "verdict": c["verdict"]} for a in analyses for c in a["claims"]])
@@ -324,8 +327,8 @@ runs.agg(runs=("seed", "size"), h_erank=("h_erank", "mean"), z_erank=("z_erank",
 #
 # ### What this means
 #
-# Read the verdicts together with their intervals. The README's *Results* section records the
-# laptop run and says over how many seeds; this notebook recomputes the verdicts from whatever
+# Read the verdicts together with their intervals. The README's *Results* section says which
+# runs have been made and over how many seeds; this notebook recomputes the verdicts from whatever
 # results folder you point it at, with the settings saved next to them, so you can check the
 # claims for your own runs (more seeds, the `paper` preset on a GPU, or real data through
 # `slamags_core.realdata`).
@@ -333,8 +336,8 @@ runs.agg(runs=("seed", "size"), h_erank=("h_erank", "mean"), z_erank=("z_erank",
 # **Why this experiment is hard to reproduce exactly.** The paper's witness-rate list, bag counts
 # and witness classes could not be read; our data are synthetic (a `difficulty` knob calibrated on
 # baselines only, see `docs/calibration.md`); and the laptop preset trains a small CNN on a short
-# step budget (notebook 04) instead of ResNet-18 for 150 epochs. What *can* be checked is the direction of each claim
-# and whether it survives the seed-to-seed spread.
+# step budget (notebook 04) instead of ResNet-18 for 150 epochs. What *can* be checked is the
+# direction of each claim and whether it survives the seed-to-seed spread.
 #
 # ### One interval by hand
 #
@@ -358,12 +361,15 @@ ours, other = per_bag("slam_ags"), per_bag(OTHER)
 bag_ids = sorted(ours)                                  # the same positive test bags for both
 a_bags = np.array([ours[b] for b in bag_ids])           # (n_pos,) slam_ags
 b_bags = np.array([other[b] for b in bag_ids])          # (n_pos,) the other method
-ref = next(c for c in main[0]["comparisons"] if c["metric"] == "topk_recall" and c["other"] == OTHER)
+analysis = next(a for a in main if a["mil"] == MILS[0])
+ref = next(c for c in analysis["comparisons"] if c["metric"] == "topk_recall" and c["other"] == OTHER)
 row = next(r for r in ref["by_witness_rate"] if r["witness_rate"] == WR_LOW)
 print(f"{MILS[0]}, WR {WR_LOW:g}, seed {SEED}: {len(bag_ids)} positive test bags; mean Top-K recall "
-      f"slam_ags {a_bags.mean():.3f}, {OTHER} {b_bags.mean():.3f}, difference {np.mean(a_bags - b_bags):+.3f}")
+      f"slam_ags {a_bags.mean():.3f}, {OTHER} {b_bags.mean():.3f}, "
+      f"difference {np.mean(a_bags - b_bags):+.3f}")
 print(f"the report's interval for this difference (N_BOOT = {N_BOOT} replicates, BOOT_SEED = "
-      f"{BOOT_SEED}, {main[0]['n_seeds']} seed(s)): {row['estimate']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]")
+      f"{BOOT_SEED}, {analysis['n_seeds']} seed(s)): "
+      f"{row['estimate']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]")
 
 # %% [markdown]
 # ## Exercises
