@@ -367,8 +367,9 @@ row = next(r for r in ref["by_witness_rate"] if r["witness_rate"] == WR_LOW)
 print(f"{MILS[0]}, WR {WR_LOW:g}, seed {SEED}: {len(bag_ids)} positive test bags; mean Top-K recall "
       f"slam_ags {a_bags.mean():.3f}, {OTHER} {b_bags.mean():.3f}, "
       f"difference {np.mean(a_bags - b_bags):+.3f}")
-print(f"the report's interval for this difference (N_BOOT = {N_BOOT} replicates, BOOT_SEED = "
-      f"{BOOT_SEED}, {analysis['n_seeds']} seed(s)): "
+what = ("this difference" if analysis["n_seeds"] == 1 else
+        f"the difference averaged over {analysis['n_seeds']} seeds (not seed {SEED}'s alone)")
+print(f"the report's interval for {what} (N_BOOT = {N_BOOT} replicates, BOOT_SEED = {BOOT_SEED}): "
       f"{row['estimate']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]")
 
 # %% [markdown]
