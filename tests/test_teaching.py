@@ -15,7 +15,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks" / "py").glob("[0-9][0-9]_*.py"))
-PHASE_2 = {"08_witness_rate_sweep"}  # not yet rewritten (issue 13, phase 2)
 
 
 def _draws(node: ast.AST, drawing: set[str]) -> bool:
@@ -59,10 +58,7 @@ def test_the_figure_finder_finds_the_figures_it_should():
     assert len(found) >= 6
 
 
-@pytest.mark.parametrize("py", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="notebooks 05-08 get their 'what you "
-                                            "should see' lines after their rewrite (issue 13, phase 2)"))
-    if p.stem in PHASE_2 else p for p in NOTEBOOKS], ids=lambda p: p.stem)
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_figure_has_a_what_you_should_see_line(py):
     missing = [f"cell {k} ({first!r})" for k, first, nxt in figure_cells(py)
                if nxt is None or "what you should see" not in nxt.lower()]
@@ -75,7 +71,5 @@ def test_header_states_goal_run_time_and_links_the_notation(py):
     header = jupytext.read(py).cells[0].source
     for part in ("**Goal.**", "**Run time.**"):
         assert part in header, f"{py.name}: the header cell has no {part}"
-    if py.stem not in PHASE_2:
-        assert "docs/notation.md" in header, f"{py.name}: the header does not link docs/notation.md"
-        assert re.search(r"\*\*Exercises\*\*", header), \
-            f"{py.name}: the header does not announce the exercises"
+    assert "docs/notation.md" in header, f"{py.name}: the header does not link docs/notation.md"
+    assert re.search(r"\*\*Exercises\*\*", header), f"{py.name}: the header does not announce the exercises"

@@ -45,6 +45,7 @@ class Report:
     inputs: tuple | None = None
     expected: Any = None
     got: Any = None
+    _printed_in: int | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def passed(self) -> bool:
@@ -55,6 +56,13 @@ class Report:
 
     def __repr__(self) -> str:
         return f"<{self.exercise}: {self.status}, {self.n_passed}/{self.n_cases} cases>"
+
+    def _ipython_display_(self) -> None:
+        """How a notebook shows a report: a check cell ends with the grader's call, whose message
+        the grader has just printed in that same cell, so nothing more; shown in a later cell
+        (``report`` on its own line), the message again."""
+        if self._printed_in is None or self._printed_in != _cell_number():
+            print(self.message)
 
 
 @dataclass
@@ -254,8 +262,15 @@ def _diagnose(case: Case, got: Any) -> str:
     return ""
 
 
+def _cell_number() -> int | None:
+    """The IPython cell being run (its execution count); None outside IPython."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return getattr(shell, "execution_count", None)
+
+
 def _finish(report: Report, strict: bool) -> Report:
     print(report.message)
+    report._printed_in = _cell_number()
     if strict and not report.passed:
         raise ExerciseFailed(report.message)
     return report
