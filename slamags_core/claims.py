@@ -95,6 +95,8 @@ def _pct(wr: float) -> str:
 def _fmt_ci(est: float, lo: float, hi: float) -> str:
     if not np.isfinite(est):
         return "n/a"
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # a single seed: no interval
+        return f"{est:+.3f} [interval n/a: one seed]"
     return f"{est:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 

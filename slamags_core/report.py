@@ -10,6 +10,7 @@ is never written by hand, and fewer than three seeds give none.
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
@@ -34,7 +35,10 @@ MIL_FREE_TITLES = {ONECLASS_SCORER: "one-class kNN score, MIL-free",
 
 
 def summarise(rows: Sequence[dict], metric: str) -> dict[tuple[str, str], dict[float, tuple]]:
-    """``{(mil, method): {witness_rate: (mean, std, n_seeds)}}`` for one metric (NaNs ignored)."""
+    """``{(mil, method): {witness_rate: (mean, std, n_seeds)}}`` for one metric (NaNs ignored).
+
+    ``std`` (ddof=1) is NaN for a single seed: one seed says nothing about the seed-to-seed spread
+    (plots leave its error bar out, tables print the mean alone)."""
     acc: dict = defaultdict(lambda: defaultdict(list))
     for r in rows:
         acc[(r["mil"], r["method"])][float(r["witness_rate"])].append(float(r[metric]))
@@ -44,7 +48,7 @@ def summarise(rows: Sequence[dict], metric: str) -> dict[tuple[str, str], dict[f
         for wr, vals in by_wr.items():
             v = np.array(vals, dtype=float)
             v = v[~np.isnan(v)]
-            out[key][wr] = ((float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v))
+            out[key][wr] = ((float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan, len(v))
                             if len(v) else (float("nan"), float("nan"), 0))
     return out
 

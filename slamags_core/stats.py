@@ -332,7 +332,9 @@ def run_level_bootstrap(rows: Sequence[dict], method_a: str, method_b: str, colu
         rows: dicts with ``method``, ``witness_rate``, ``seed`` and ``column``.
 
     Returns:
-        ``{"estimate", "low", "high", "n_seeds", "n_pairs"}`` (NaN when no pair exists).
+        ``{"estimate", "low", "high", "n_seeds", "n_pairs"}`` (all NaN when no pair exists;
+        ``low``/``high`` NaN with pairs from a single seed: resampling one seed gives a
+        zero-width interval that would look like certainty).
     """
     n_boot = check_int(n_boot, "n_boot", ge=1)
     level = check_float(level, "level", gt=0, lt=1)
@@ -347,6 +349,9 @@ def run_level_bootstrap(rows: Sequence[dict], method_a: str, method_b: str, colu
          for s in seeds}
     sums = np.array([sum(d[s]) for s in seeds])
     counts = np.array([len(d[s]) for s in seeds])
+    if len(seeds) < 2:
+        return {"estimate": float(sums.sum() / counts.sum()), "low": math.nan, "high": math.nan,
+                "n_seeds": 1, "n_pairs": len(pairs)}
     draws = np.random.default_rng(seed).integers(len(seeds), size=(n_boot, len(seeds)))
     reps = sums[draws].sum(1) / counts[draws].sum(1)
     a = (1 - level) / 2

@@ -230,6 +230,9 @@ def test_run_level_bootstrap():
     assert out == {"estimate": 2.0, "low": 2.0, "high": 2.0, "n_seeds": 3, "n_pairs": 6}
     none = ST.run_level_bootstrap(rows, "a", "c", "h_erank")
     assert none["n_pairs"] == 0 and math.isnan(none["estimate"])
+    one = ST.run_level_bootstrap([r for r in rows if r["seed"] == 0], "a", "b", "h_erank")
+    assert one["estimate"] == 2.0 and one["n_seeds"] == 1 and one["n_pairs"] == 2
+    assert math.isnan(one["low"]) and math.isnan(one["high"])  # one seed: no interval
 
 
 def test_classify():

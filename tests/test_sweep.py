@@ -253,6 +253,7 @@ def test_summary_and_table_by_hand(tmp_path):
     s = summarise(rows, "bag_f1")
     mean, std, n = s[("abmil", "simclr")][0.1]
     assert (mean, n) == (pytest.approx(0.7), 2) and std == pytest.approx(0.1414214, rel=1e-6)
+    assert s[("abmil", "simclr")][0.01][2] == 1 and np.isnan(s[("abmil", "simclr")][0.01][1])
     table = markdown_table(rows, "bag_f1", "abmil").splitlines()
     assert table[0] == "| method | WR 10% | WR 1% |"
     assert table[2] == "| simclr | **0.700 ± 0.141** | 0.400 |"
