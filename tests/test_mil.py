@@ -116,6 +116,33 @@ def test_instance_dropout_keeps_every_bag_non_empty():
     assert torch.equal(M._drop_instances(mask, 0.0, g), mask)
 
 
+@pytest.mark.parametrize("name", sorted(AGGREGATORS))
+def test_compacting_hidden_cells_leaves_the_loss_and_gradients_unchanged(name):
+    import slamags_core.mil as M
+
+    torch.manual_seed(0)
+    X = torch.randn(3, 9, 6)
+    mask = torch.tensor([[True] * 9, [True] * 4 + [False] * 5, [True] * 7 + [False] * 2])
+    hidden = M._drop_instances(mask, 0.5, torch.Generator().manual_seed(1))
+    Xc, Mc = M._compact(X, hidden)
+    assert Xc.shape[1] == int(hidden.sum(1).max()) < 9
+    for b in range(3):  # each bag keeps exactly its real cells, in order, padding at the end
+        k = int(hidden[b].sum())
+        assert torch.equal(Xc[b, :k], X[b][hidden[b]]) and Mc[b, :k].all() and not Mc[b, k:].any()
+    y = torch.tensor([1, 0, 1])
+    model = M._init_model(name, 6, dataclasses.replace(CFG, hidden_dim=8), 0)
+    losses, grads = [], []
+    for args in ((X, hidden), (Xc, Mc)):
+        model.zero_grad()
+        loss = M._loss(model, *args, y, 0.1)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(losses[0], losses[1])
+    torch.testing.assert_close(grads[0], grads[1])
+    assert M._compact(X, mask[:1].expand(3, -1))[0] is X  # nothing hidden: the batch as is
+
+
 def test_standardizer_uses_training_statistics():
     train, _ = _bags(4, seed=0)
     val, _ = _bags(2, seed=1)
