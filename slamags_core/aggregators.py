@@ -277,10 +277,12 @@ class GatedAttentionMIL(MILAggregator):
 
     ``e_n = w^T (tanh(V h_n) * sigm(U h_n))``, ``a = softmax_n(e)``, ``z = sum_n a_n h_n``,
     logits ``= C z``. ``w`` starts at 0 (uniform attention: training starts from mean pooling)
-    unless ``cfg.query_init > 0``. Candidates ``+e, -e``.
+    unless ``cfg.query_init > 0``. Candidates ``+v, -v`` with ``v_n = (c_1 - c_0)^T h_n``, the
+    cell's vote for "abnormal" under the bag classifier (``logit_1 - logit_0 = sum_n a_n v_n +
+    const``: attention decides how much each vote counts), then ``+e, -e``.
     """
 
-    candidate_names = ("+e", "-e")
+    candidate_names = ("+v", "-v", "+e", "-e")
 
     def __init__(self, in_dim: int, cfg: MILConfig):
         super().__init__(in_dim, cfg)
@@ -292,7 +294,8 @@ class GatedAttentionMIL(MILAggregator):
         e = self.attention(h)[0].squeeze(-1)  # (B, N)
         a = masked_softmax(e, mask)  # (B, N)
         logits = self.classifier(torch.einsum("bn,bnl->bl", a, h))  # (B, 2)
-        return logits, a, torch.stack([e, -e], 1), h.new_zeros(())
+        v = h @ (self.classifier.weight[1] - self.classifier.weight[0])  # (B, N) votes
+        return logits, a, torch.stack([v, -v, e, -e], 1), h.new_zeros(())
 
 
 class PrototypeMIL(MILAggregator):
@@ -312,11 +315,12 @@ class PrototypeMIL(MILAggregator):
       ``mean_{i,j} relu(cos(p_{0,i}, p_{1,j}))``; averaged over the bags of a batch.
 
     The layer layout is our reading of the SLAM-AGS code's description of PAMIL, not a copy of
-    either code base. Attention is the abnormal class's ``a_{1,:}``; candidates
+    either code base. Attention is the abnormal class's ``a_{1,:}``; candidates ``+v, -v`` with
+    ``v_n = (W_1 - W_0)^T h_n`` (the cell's vote for "abnormal" under the two heads), then
     ``+e1, -e1, +e0, -e0`` (either class's attention may end up seeking the witnesses).
     """
 
-    candidate_names = ("+e1", "-e1", "+e0", "-e0")
+    candidate_names = ("+v", "-v", "+e1", "-e1", "+e0", "-e0")
 
     def __init__(self, in_dim: int, cfg: MILConfig):
         super().__init__(in_dim, cfg)
@@ -340,7 +344,8 @@ class PrototypeMIL(MILAggregator):
         Z = A @ h  # (B, C, L)
         W = self.head_g.unsqueeze(1) * F.normalize(self.head_v, dim=1)  # (C, L) weight norm
         logits = (W * Z).sum(-1) + self.head_b  # (B, 2)
-        cand = torch.stack([E[:, 1], -E[:, 1], E[:, 0], -E[:, 0]], 1)  # (B, 4, N)
+        v = h @ (W[1] - W[0])  # (B, N) votes
+        cand = torch.stack([v, -v, E[:, 1], -E[:, 1], E[:, 0], -E[:, 0]], 1)  # (B, 6, N)
         return logits, A[:, 1], cand, self._cluster_loss(G, A, mask, y)
 
     def _cluster_loss(self, G: Tensor, A: Tensor, mask: Tensor, y: Tensor | None) -> Tensor:

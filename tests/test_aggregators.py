@@ -97,7 +97,10 @@ def test_abmil_matches_ilse_gated_attention():
     logits = a @ h @ C.T + b
     np.testing.assert_allclose(out.attention.numpy(), a, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(out.logits.numpy(), logits, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(out.candidates.numpy(), np.stack([e, -e]), rtol=1e-5, atol=1e-6)
+    v = h @ (C[1] - C[0])  # each cell's vote for "abnormal" under the bag classifier
+    np.testing.assert_allclose(out.candidates.numpy(), np.stack([v, -v, e, -e]), rtol=1e-5, atol=1e-6)
+    # the votes decompose the logit difference: logit_1 - logit_0 = sum_n a_n v_n + (b_1 - b_0)
+    np.testing.assert_allclose(logits[1] - logits[0], a @ v + b[1] - b[0], rtol=1e-9)
 
 
 def test_abmil_starts_as_mean_pooling():
@@ -124,13 +127,15 @@ def test_prototype_model_matches_written_formulas():
         dist1 = torch.stack([1 - max(cos(g[n], P[1, j]) for j in range(P.shape[1])) for n in range(13)])
         sep = np.mean([max(0.0, float(cos(P[0, i], P[1, j]))) for i in range(2) for j in range(2)])
         out = m(X, y=1)
+        W = m.head_g.unsqueeze(1) * m.head_v / m.head_v.norm(dim=1, keepdim=True)  # (C, L)
+        v = h @ (W[1] - W[0]).double()  # (N,) each cell's vote for "abnormal"
         m.head_v.mul_(3.0)  # weight norm: rescaling v_c leaves the logits unchanged
         logits_scaled = m(X).logits
     torch.testing.assert_close(out.attention.double(), A[1], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out.logits, logits.float(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out.aux_loss.double(), (A[1] * dist1).sum() + sep, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(out.candidates.double(), torch.stack([E[1], -E[1], E[0], -E[0]]),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.candidates.double(),
+                               torch.stack([v, -v, E[1], -E[1], E[0], -E[0]]), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(logits_scaled, out.logits)
 
 
