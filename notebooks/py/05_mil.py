@@ -244,8 +244,9 @@ fig.show()
 # attention per class and often lets the **normal** class's attention find the witnesses (its head
 # then votes "not normal"), leaving the abnormal class's attention on ordinary cells — a perfect
 # classifier whose reported attention is inverted. After training, each model scores its
-# candidate instance scores (`ranking` column: `+e1`/`-e1`/`+e0`/`-e0` for the prototype model,
-# `+e`/`-e` for ABMIL, `s` for max pooling) by how well their per-bag **maximum** separates
+# candidate instance scores (`ranking` column: each cell's vote `+v`/`-v` under the bag
+# classifier, then the attention logits `+e1`/`-e1`/`+e0`/`-e0` for the prototype model or
+# `+e`/`-e` for ABMIL; `s` for max pooling) by how well their per-bag **maximum** separates
 # positive from negative *training* bags — no cell label is used — and reports the best as its
 # abnormality. Mean pooling has uniform attention, so its attention columns are exactly chance
 # (recall = K / N = `topk_fraction`, instance AUROC = 0.5; check both in the table), while its
