@@ -120,8 +120,9 @@ def markdown(results: dict) -> str:
         return f"{s['mean']:.3f} [{s['min']:.3f}, {s['max']:.3f}]{extra}"
 
     lines = [f"MIL stability: mean [min, max] over MIL seeds; preset `{results['preset']}`, "
-             f"bag seed {results['bag_seed']}; reported ranking = abnormality (attention score "
-             f"oriented by training bag labels). Probe = instance-label ceiling.", "",
+             f"bag seed {results['bag_seed']}; reported ranking = abnormality (the candidate score, "
+             f"a cell's vote or an attention logit, that orient() picks from training bag "
+             f"labels). Probe = instance-label ceiling.", "",
              "| method | WR | MIL | bag AUC | #AUC>=0.9 | Top-K recall | ranking AUROC | #AUROC>=0.5 "
              "| attention Top-K recall | attention AUROC | bag AUC w/o witnesses | max dP w/o witnesses "
              "| probe inst. AUROC | probe pooled bag AUC | slide probe train / test AUC |",
