@@ -34,12 +34,10 @@
 # after surgery, a per-layer view, and loss curves with and without AGS. When AGS changes
 # nothing, and what the norm rescale buys.
 #
-# **Run time.** `smoke`: under a minute. `laptop` (default): two short pretraining runs dominate,
-# each at most two passes over the pools and at most the preset's step budget (§2 prints the
-# steps). With the earlier `laptop` preset (200-cell bags, 76 steps per run) the notebook took
-# 10 min wall clock (4.3 min of CPU time) on this project's 2-core machine shared with other jobs;
-# the current one (1000-cell bags, five times the patches) runs the whole step budget twice —
-# compare the steps printed in §2 with 76 and expect a run time in proportion (not re-measured).
+# **Run time.** `smoke`: under a minute. `laptop` (default, bags of 1000 cells): 2.4 min wall
+# clock with an empty cache on this project's 2-core CPU, otherwise idle (measured 2026-11-25,
+# top to bottom with nbconvert): rendering the bag set and two short pretraining runs (§2 prints
+# their step budget) dominate.
 #
 # **Notation.** `θ` the parameters, `g_i = ∇_θ L_i` the gradient of task `i` (SLAM's two tasks are
 # *con* and *sim*; the 2-D toy's are numbered 1 and 2), `g̃_i` after PCGrad's projections, `g_sum`,

@@ -37,10 +37,10 @@
 # `cfg.steps` optimiser steps (§1 prints it and how many passes over the training patches it
 # makes). `smoke` (CI): about 1 min of CPU time (2.5 min wall with an empty cache on this
 # project's 2-core machine, shared with other jobs). `laptop` (the default, bags of 1000 cells):
-# on this project's 2-core CPU shared with other jobs, one training took about 5 min (`simclr`
-# 315 s, `slam_ags` 300 s of training in their checkpoints' `time_s` logs) — expect about 35 min
-# for all seven, plus §8's embeddings of every cell of the bag set per strategy; not timed end to
-# end. Checkpoints are cached in `data/cache/checkpoints`, so a second run (and notebooks 05-08)
+# **8.5 min** wall clock top to bottom with an empty cache on this project's 2-core CPU, otherwise
+# idle (measured 2026-11-25 with nbconvert; each training about 35-40 s, plus §8's embeddings of
+# every cell of the bag set per strategy); a machine shared with other jobs is several times
+# slower. Checkpoints are cached in `data/cache/checkpoints`, so a second run (and notebooks 05-08)
 # reload them instead of training. `paper` (§10 prints its step budget) is a
 # batch job for one or several GPUs; its GPU time has not been measured yet —
 # `benchmarks/bench_pretrain.py` measures your GPU's throughput.

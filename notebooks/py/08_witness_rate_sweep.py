@@ -34,9 +34,10 @@
 # witness rates, 1 seed); check §1's printout for the grid. Measured on this project's 2-core
 # CPU, shared with other jobs: about half a minute wall clock for the whole notebook. Default
 # (`laptop`): it *loads* the results of the README's main command (`python3 dev.py run`, one
-# seed) from `outputs/sweep/` — set `SLAMAGS_RESULTS` to point elsewhere — and only recomputes
-# the intervals; not timed at laptop yet, because no laptop results of the current protocol
-# existed when this was written. The main job's own run time on 2 CPU cores is stated in the
+# seed) from `outputs/sweep/` — set `SLAMAGS_RESULTS` to point elsewhere, e.g. to the README's
+# 3-seed results untarred from `docs/results/laptop-3seeds-h100/` — and only recomputes the
+# intervals: 19 s wall clock on those 282 rows (2-core CPU, 2026-11-25). The main job's own run
+# time on 2 CPU cores is stated in the
 # README (*Results* and *The main job*). If no results are found, the notebook runs a reduced
 # sweep itself: 2 of the 4 witness rates and 1 seed, about half of the main job's grid. `paper`
 # preset: meant for GPUs (not timed here; README, *The `paper` preset*); run the CLI, then open
