@@ -118,13 +118,13 @@ print(m, "\nK=4 with a tie:", m4)
 # one attention per class — often lets the **normal** class's attention find the witnesses (its
 # head then votes "not normal") while the abnormal class's attention, the one usually reported,
 # sits on ordinary lymphocytes. So every model also offers a few candidate *instance scores*:
-# each cell's **vote** for "abnormal" under the bag classifier, `+v`/`-v` with
-# $v_n = (c_1 - c_0)^\top h_n$ (ABMIL's logit difference is $\sum_n a_n v_n$ + const: attention
-# only decides how much each vote counts; the prototype model's two heads give the same kind of
-# vote), its pre-softmax attention logits with both signs (`+e`/`-e` for ABMIL,
-# `+e1`/`-e1`/`+e0`/`-e0` for the prototype model) and, for max pooling, its instance logit `s`.
-# After training, the candidate
-# whose **per-bag maximum** best separates positive from negative *training* bags becomes the
+# each cell's **vote** for "abnormal" under the bag classifier, `+v`/`-v` in the code,
+# $d_n = (W_{c=1} - W_{c=0})\, r_n$ in our notation (ABMIL's logit difference is
+# $\sum_n a_n d_n$ + const: attention only decides how much each vote counts; the prototype
+# model's two heads give the same kind of vote), its pre-softmax attention logits with both
+# signs (`+e`/`-e` for ABMIL, `+e1`/`-e1`/`+e0`/`-e0` for the prototype model) and, for max
+# pooling, its instance logit `s`. After training, the candidate whose **per-bag maximum** best
+# separates positive from negative *training* bags becomes the
 # model's **abnormality** (the standard MIL assumption: a positive bag holds at least one abnormal
 # cell, so an abnormality score has a larger maximum there). Only bag labels are used. The table
 # shows both rankings; the sweep reports the abnormality ranking.
