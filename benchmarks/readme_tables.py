@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 
 from slamags_core.config import METHODS
-from slamags_core.report import summarise
+from slamags_core.report import _ci_cell, summarise
 from slamags_core.sweep import read_results
 
 NAMES = {"bag_auc": "bag AUC", "bag_f1": "bag F1", "topk_recall": "Top-K recall",
@@ -57,18 +57,13 @@ def differences(claims: dict, mil: str, metrics=("bag_auc", "topk_recall")) -> s
                                            for p in ("mean over WRs", "WR 1%", "WR 0.5%")) + " |"
     lines = [head, "|---" * (1 + 3 * len(metrics)) + "|"]
 
-    def fmt(d: dict | None) -> str:
-        if d is None or not math.isfinite(d["estimate"]):
-            return "–"
-        txt = f"{d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
-        return f"**{txt}**" if d["low"] > 0 or d["high"] < 0 else txt
-
     for o in others:
         cells = []
         for m in metrics:
             c = comps.get((o, m))
             by = {b["witness_rate"]: b for b in c["by_witness_rate"]} if c else {}
-            cells += [fmt(c["pooled"] if c else None), fmt(by.get(0.01)), fmt(by.get(0.005))]
+            cells += [_ci_cell(d) if d else "–" for d in
+                      (c["pooled"] if c else None, by.get(0.01), by.get(0.005))]
         lines.append(f"| {o} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

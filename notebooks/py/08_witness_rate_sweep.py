@@ -211,9 +211,8 @@ for metric, title in (("probe_auroc", "instance-label probe AUROC (ceiling)"),
 # cells about `(1 − AUROC) · N_neg` normal cells outrank each witness (notebook 05).
 
 # %%
-fig = plot_results(rows, headline=headline)
-if n_seeds == 1:   # plot_results draws a std of 0 for one seed: no bar is honest, not a zero bar
-    fig.update_traces(error_y_visible=False)
+fig = plot_results(rows, headline=headline)   # one seed: its std is NaN, so no error bar is drawn
+if n_seeds == 1:
     fig.update_layout(title=fig.layout.title.text + " — 1 seed: no error bars (spread n/a)")
 fig.show()
 
@@ -311,9 +310,6 @@ for a in main[:1]:
             print(f"{c['id']} — {c['text']}: {c['verdict']}")
             for line in c["details"]:
                 print("   ", line)
-if n_seeds == 1:
-    print("NB: the run-level intervals above are resampled over seeds; with one seed they have "
-          "zero width — read them as n/a, not as a difference measured without noise")
 runs = (df[df.mil == df.mil.iloc[0]].drop_duplicates(["method", "witness_rate", "seed", "stain"])
         .groupby("method"))
 runs.agg(runs=("seed", "size"), h_erank=("h_erank", "mean"), z_erank=("z_erank", "mean"),
