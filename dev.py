@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Plain entry point for the project: set up the environment, run the main job, run the tests.
 
-    python3 dev.py run     # set up .venv, run the witness-rate sweep (laptop preset), build the site
+    python3 dev.py run     # set up .venv, run the witness-rate sweep (laptop preset, one seed)
     python3 dev.py test    # set up .venv, then pytest on tests/ + nbval over notebooks/ (smoke)
+    python3 dev.py site    # build the course site (every notebook, laptop preset) + the sweep
     python3 dev.py sync    # regenerate every notebooks/*.ipynb from its notebooks/py/*.py pair
 
-Needs only Python 3.10+ with pip and venv. Extra arguments after ``run``/``test`` are passed to
-the sweep CLI / to pytest. ``python3 dev.py setup`` only builds the environment.
+Needs only Python 3.10+ with pip and venv. Extra arguments after ``run``/``test``/``site`` are
+passed to the sweep CLI / to pytest / to the site builder. ``python3 dev.py setup`` only builds
+the environment.
 """
 from __future__ import annotations
 
@@ -44,17 +46,24 @@ def setup() -> None:
 
 
 def run(args: list[str]) -> None:
-    """The main job: the witness-rate sweep at the laptop preset, then the course site.
+    """The main job: the witness-rate sweep at the laptop preset (one seed, every method).
 
-    The site (outputs/site/index.html) executes every notebook at the same preset; its results
-    page and notebook 08 show this sweep.
+    One worker process per core (at most 4), each with its share of the threads
+    (``sweep --workers``). Results in outputs/sweep; ``python3 dev.py site`` then builds the
+    course site, whose results page and notebook 08 show this sweep.
     """
-    out = "outputs/sweep"
-    sweep_args = args or ["--preset", "laptop", "--out", out]
-    sh(PY, "-m", "slamags_core", "sweep", *sweep_args)
+    workers = str(max(1, min(4, os.cpu_count() or 1)))
+    sh(PY, "-m", "slamags_core", "sweep",
+       *(args or ["--preset", "laptop", "--out", "outputs/sweep", "--workers", workers]))
     if not args:
-        sh(PY, "-m", "slamags_core", "site", "--out", "outputs/site", "--preset", "laptop",
-           "--sweep", out)
+        print("results: outputs/sweep/results.md; the course site with them: python3 dev.py site",
+              flush=True)
+
+
+def site(args: list[str]) -> None:
+    """The course site: every notebook executed at the laptop preset, plus outputs/sweep."""
+    sh(PY, "-m", "slamags_core", "site", "--out", "outputs/site", "--preset", "laptop",
+       "--sweep", "outputs/sweep", *args)
 
 
 def test(args: list[str]) -> None:
@@ -80,7 +89,7 @@ def sync(args: list[str]) -> None:
 
 def main() -> None:
     cmd, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
-    commands = {"setup": lambda a: None, "run": run, "test": test, "sync": sync}
+    commands = {"setup": lambda a: None, "run": run, "test": test, "site": site, "sync": sync}
     if cmd not in commands:
         sys.exit(__doc__)
     setup()

@@ -13,6 +13,10 @@
 # after every row) and a rerun of the same command resumes it. The parts are merged with
 # `python -m slamags_core merge`, which also writes the report (results.md, plots); with
 # SWEEP_MERGE=0 the parts are left for `python -m slamags_core merge --out OUT OUT/parts/*` later.
+# SWEEP_METHOD_GROUPS splits each (witness rate, seed) further: its bag set is rendered once
+# (`sweep --render-only`), then one process per comma-separated group of methods shares it,
+# e.g. SWEEP_METHOD_GROUPS="oracle simclr slam_ags slam_sum random,slam_pcgrad deep_svdd weak supcon"
+# (more processes than cores only adds contention).
 # Use `--shard K/N` with a job array instead when the parts run on different machines.
 set -euo pipefail
 if [ $# -lt 3 ]; then
@@ -22,18 +26,42 @@ out=$1; wrs=$2; seeds=$3; shift 3
 py=${PYTHON:-python3}
 mkdir -p "$out/parts"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1
+end=""  # SWEEP_DEADLINE counts from now for every process, the rendering included
+[ -n "${SWEEP_DEADLINE:-}" ] && end=$(( $(date +%s) + SWEEP_DEADLINE ))
+sweep() {  # sweep PART_FOLDER ARGS...: one sweep process, stopped at the deadline if one is set
+    local part=$1; shift
+    mkdir -p "$part"
+    if [ -n "$end" ]; then
+        local left=$(( end - $(date +%s) ))
+        [ "$left" -gt 0 ] || return 0
+        timeout -s INT "$left" "$py" -m slamags_core sweep --out "$part" "$@" >> "$part/stdout.log" 2>&1
+    else
+        "$py" -m slamags_core sweep --out "$part" "$@" >> "$part/stdout.log" 2>&1
+    fi
+}
+groups=()  # SWEEP_METHOD_GROUPS="oracle simclr,slam_ags random": one process per group
+[ -n "${SWEEP_METHOD_GROUPS:-}" ] && IFS=, read -r -a groups <<< "$SWEEP_METHOD_GROUPS"
 pids=()
 for wr in $wrs; do
     for seed in $seeds; do
         part="$out/parts/wr${wr}_s${seed}"
-        mkdir -p "$part"
-        if [ -n "${SWEEP_DEADLINE:-}" ]; then
-            cmd=(timeout -s INT "$SWEEP_DEADLINE" "$py")
-        else
-            cmd=("$py")
+        common=(--witness-rates "$wr" --seeds "$seed" --no-report --no-progress "$@")
+        if [ ${#groups[@]} -eq 0 ]; then
+            sweep "$part" "${common[@]}" &
+        else  # render the bag set once, then the groups share it from the cache
+            (
+                sweep "${part}_g0" "${common[@]}" --render-only || exit $?
+                gpids=()
+                for i in "${!groups[@]}"; do
+                    read -r -a ms <<< "${groups[$i]}"
+                    sweep "${part}_g$i" "${common[@]}" --methods "${ms[@]}" &
+                    gpids+=($!)
+                done
+                st=0
+                for p in "${gpids[@]}"; do wait "$p" || st=$?; done
+                exit $st
+            ) &
         fi
-        "${cmd[@]}" -m slamags_core sweep --out "$part" --witness-rates "$wr" --seeds "$seed" \
-            --no-report --no-progress "$@" > "$part/stdout.log" 2>&1 &
         pids+=($!)
     done
 done

@@ -23,6 +23,7 @@ from pathlib import Path
 from slamags_core.bags import STAIN_MODES
 from slamags_core.config import METHODS, MIL_MODELS, PRESETS, get_preset
 from slamags_core.embed import EMBEDDINGS
+from slamags_core.validation import check_int
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,9 +48,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-report", action="store_true",
                    help="skip the report at the end (run `report DIR` later)")
     s.add_argument("--device", default=None, help="auto | cuda | mps | cpu")
+    s.add_argument("--n-test", type=int, default=None,
+                   help="test bags per witness rate and seed (default: the preset's; "
+                        "docs/power.md says how many a powered comparison needs)")
     s.add_argument("--shard", default=None, help="K/N: run grid cells K, K+N, ... only "
                    "(0 <= K < N; Slurm: $SLURM_ARRAY_TASK_ID/N); combine with `merge`")
     s.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    s.add_argument("--workers", type=int, default=1,
+                   help="processes on this machine (e.g. its cores): bag sets rendered in "
+                        "parallel, then the grid cells shared as shards, merged at the end; "
+                        "each process gets cores / workers threads ($OMP_NUM_THREADS overrides)")
+    s.add_argument("--render-only", action="store_true",
+                   help="only render the grid's bag sets into the cache, then stop")
 
     t = sub.add_parser("pretrain", help="pretrain one encoder (one process, or torchrun for many)")
     t.add_argument("--preset", default="laptop", choices=sorted(PRESETS))
@@ -82,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="build (and cache) the preset's synthetic bags")
     g.add_argument("--preset", default="laptop", choices=sorted(PRESETS))
     g.add_argument("--witness-rates", nargs="+", type=float)
+    g.add_argument("--seeds", nargs="+", type=int, help="default: the preset's seeds")
+    g.add_argument("--n-test", type=int, default=None, help="as in sweep")
 
     w = sub.add_parser("site", help="execute every notebook and build the offline course site")
     w.add_argument("--out", required=True, type=Path, help="site folder (index.html at its root)")
@@ -113,16 +125,24 @@ def _site(args) -> None:
                           only=tuple(args.only), timeout=args.timeout, env=env))
 
 
-def _generate(args) -> None:
-    from slamags_core.bags import load_or_build_bags
+def _preset(args):
+    """The named preset, with ``--n-test`` applied when given."""
+    from slamags_core.config import with_n_test
 
     preset = get_preset(args.preset)
+    return preset if args.n_test is None else with_n_test(preset, args.n_test)
+
+
+def _generate(args) -> None:
+    from slamags_core.pipeline import get_bags
+
+    preset = _preset(args)
     for wr in args.witness_rates or preset.witness_rates:
-        t0 = time.perf_counter()
-        bags = dataclasses.replace(preset.bags, witness_rate=wr)
-        bs = load_or_build_bags(preset.cells, bags)
-        print(f"WR {wr:g}: {bs.n_bags} bags, {len(bs.images)} cells "
-              f"({time.perf_counter() - t0:.1f} s)", flush=True)
+        for seed in args.seeds if args.seeds is not None else preset.seeds:
+            t0 = time.perf_counter()
+            bs = get_bags(preset, wr, seed)  # the bag set the sweep reads for (wr, seed)
+            print(f"WR {wr:g} seed {seed}: {bs.n_bags} bags, {len(bs.images)} cells "
+                  f"({time.perf_counter() - t0:.1f} s)", flush=True)
 
 
 def _report(args) -> None:
@@ -200,18 +220,109 @@ def _pretrain(args) -> None:
         D.teardown()
 
 
-def _sweep(args) -> None:
+def _worker_argv(args, argv: list[str]) -> list[str]:
+    """This ``sweep`` command line without ``--workers``, ``--shard`` and the progress bar."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--workers", "--shard"):
+            skip = True
+        elif not a.startswith(("--workers=", "--shard=")) and a != "--no-progress":
+            out.append(a)
+    return [sys.executable, "-m", "slamags_core", *out, "--no-progress"]
+
+
+def _tails(out: Path, n: int, lines: int = 8) -> str:
+    """The last lines of every worker's log (what a failed worker said)."""
+    return "\n".join(f"--- worker-{k}.log ---\n" + "\n".join(
+        (out / f"worker-{k}.log").read_text(errors="replace").splitlines()[-lines:])
+        for k in range(n) if (out / f"worker-{k}.log").exists())
+
+
+def _sweep_workers(args, argv: list[str]) -> None:
+    """``sweep --workers N``: N processes on this machine, the same results folder as one.
+
+    First the grid's bag sets are rendered, witness rates dealt out to the N processes (no two
+    render the same set); then process K runs grid cells K, K + N, ... (``--shard K/N``, every
+    process reading the cached sets) and the shards are merged with the report. Each process
+    gets ``cores // N`` threads (or ``$OMP_NUM_THREADS``). The numbers are those of one process
+    with as many threads (CPU kernels may round differently with another thread count). Run
+    the same command again to resume.
+    """
+    import subprocess
+
+    from tqdm.auto import tqdm
+
+    from slamags_core.sweep import check_sweep, merge_results, read_results, shard_name
+
+    try:
+        g = check_sweep(_preset(args), args.out, methods=args.methods, mil_models=args.mil,
+                        witness_rates=args.witness_rates, seeds=args.seeds,
+                        embeddings=args.embeddings, stains=args.stains)
+    except ValueError as e:
+        raise SystemExit(f"sweep refused: {e}") from None
+    rates = g["witness_rates"]
+    cells = len(g["stains"]) * len(rates) * len(g["seeds"]) * len(g["methods"])
+    n = min(args.workers, cells)  # an empty shard would leave the merge a shard short
+    total = cells // len(g["methods"]) * sum(  # rows: MIL models, one-class kNN, Deep SVDD's own
+        len(g["mil_models"]) + 1 + (m == "deep_svdd" and e == "h")
+        for m in g["methods"] for e in g["embeddings"])
+    base = _worker_argv(args, argv)
+    env = dict(os.environ)  # threads per worker: cores // N unless OMP_NUM_THREADS says
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
+    logs = [open(args.out / f"worker-{k}.log", "a") for k in range(n)]
+    render: list = []
+    procs: list = []
+    try:
+        rwr = [rates[k::n] for k in range(n) if rates[k::n]]  # witness rates per renderer
+        render = [subprocess.Popen([*base, "--render-only", "--witness-rates", *map(str, wr)],
+                                   stdout=logs[k], stderr=subprocess.STDOUT, env=env)
+                  for k, wr in enumerate(rwr)]
+        if any(p.wait() for p in render):
+            raise SystemExit(f"rendering failed: see {args.out}/worker-*.log\n" + _tails(args.out, n))
+        procs = [subprocess.Popen([*base, "--shard", f"{k}/{n}", "--no-report"],
+                                  stdout=logs[k], stderr=subprocess.STDOUT, env=env)
+                 for k in range(n)]
+        files = [args.out / f"{shard_name((k, n))}.csv" for k in range(n)]
+        with tqdm(total=total, desc=f"sweep ({n} workers)", unit="row",
+                  disable=args.no_progress) as bar:
+            while any(p.poll() is None for p in procs):
+                time.sleep(5)
+                bar.update(sum(len(read_results(f)) for f in files if f.exists()) - bar.n)
+        if any(p.returncode for p in procs):
+            raise SystemExit(f"a worker failed: see {args.out}/worker-*.log\n" + _tails(args.out, n))
+    finally:
+        for p in [*render, *procs]:  # Ctrl-C or an error: stop the workers too
+            if p.poll() is None:
+                p.terminate()
+        for f in logs:
+            f.close()
+    rows = merge_results([args.out], args.out, allow_partial=False)
+    print(f"{len(rows)} rows -> {args.out / 'results.csv'}", flush=True)
+
+
+def _sweep(args, argv: list[str]) -> None:
     from slamags_core import distributed as D
     from slamags_core.sweep import parse_shard, run_sweep, shard_name
 
+    if args.workers != 1:
+        check_int(args.workers, "workers", ge=1)
+        if args.shard or args.render_only or os.environ.get("WORLD_SIZE"):
+            raise SystemExit("--workers runs its own shards on this machine: not with --shard, "
+                             "--render-only or torchrun")
+        return _sweep_workers(args, argv)
     shard = parse_shard(args.shard) if args.shard else None
     ctx = D.setup()
     try:
-        rows = run_sweep(preset=get_preset(args.preset), out_dir=args.out, methods=args.methods,
+        rows = run_sweep(preset=_preset(args), out_dir=args.out, methods=args.methods,
                          mil_models=args.mil, witness_rates=args.witness_rates, seeds=args.seeds,
                          embeddings=args.embeddings, stains=args.stains, device=args.device,
-                         progress=not args.no_progress, report=not args.no_report, shard=shard)
-        if ctx.is_main:
+                         progress=not args.no_progress, report=not args.no_report, shard=shard,
+                         render_only=args.render_only)
+        if ctx.is_main and args.render_only:
+            print(f"bag sets in the cache (log: {args.out / 'sweep.log'})", flush=True)
+        elif ctx.is_main:
             print(f"{len(rows)} rows -> {args.out / (shard_name(shard) + '.csv')}", flush=True)
     finally:
         D.teardown()
@@ -235,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     if getattr(args, "run", None):   # subcommands that name their function (site)
         return args.run(args)
     if args.cmd == "sweep":
-        _sweep(args)
+        _sweep(args, sys.argv[1:] if argv is None else list(argv))
     elif args.cmd == "pretrain":
         _pretrain(args)
     elif args.cmd == "merge":

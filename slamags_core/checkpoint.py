@@ -46,6 +46,19 @@ def data_fingerprint(pos, neg) -> dict:
             "image_shape": [int(d) for d in pos.shape[1:]], "digest": h.hexdigest()[:16]}
 
 
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """A digest of every parameter and buffer of a module (16 hex digits).
+
+    Caches derived from a trained encoder (its embeddings) key on it: the same run key can
+    hold other weights (another sweep folder's pretraining, another thread count or device).
+    """
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def load_checkpoint(path: str | Path, device=None) -> dict:
     """Load a pretraining checkpoint safely (``weights_only=True``); ``path`` may be its folder.
 

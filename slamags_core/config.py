@@ -12,6 +12,8 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+from slamags_core.validation import check_int
+
 PRESET_ENV = "SLAMAGS_PRESET"
 DEFAULT_PRESET = "laptop"
 
@@ -192,3 +194,15 @@ def get_preset(name: str | None = None) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; allowed: {sorted(PRESETS)}")
     return PRESETS[name]()
+
+
+def with_n_test(preset: Preset, n_test) -> Preset:
+    """The preset with ``n_test`` test bags per witness rate and seed (the powered design of
+    docs/power.md raises it; training and validation bags are unchanged).
+
+    Raises:
+        ValueError: ``n_test`` not an integer >= 2 (a bag AUC needs a positive and a negative
+            test bag).
+    """
+    n = check_int(n_test, "n_test", ge=2)
+    return preset.replace(bags=dataclasses.replace(preset.bags, n_test=n))

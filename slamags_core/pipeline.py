@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from slamags_core.bags import BagSet, load_or_build_bags
-from slamags_core.checkpoint import RUNTIME_FIELDS
+from slamags_core.checkpoint import RUNTIME_FIELDS, weights_fingerprint
 from slamags_core.config import BagConfig, METHODS, Preset, PretrainConfig
 from slamags_core.embed import embed_images
 from slamags_core.pretrain import PretrainResult, pretrain
@@ -86,7 +86,9 @@ def embed_bagset(preset: Preset, bagset: BagSet, result: PretrainResult, seed: i
     ``pretrain.embedding``. Both come from the same pretraining run.
     """
     which = preset.pretrain.embedding if which is None else which
-    key = f"{run_key(preset, bagset, result.method, seed)}-{which}"
+    # the weights, not only the run's identity: another folder's (or thread count's) pretraining
+    # of the same run may differ in the last bits, and must not reuse these embeddings
+    key = f"{run_key(preset, bagset, result.method, seed)}-{weights_fingerprint(result.encoder)}-{which}"
     return embed_images(result.encoder, bagset.images, pretrain_config(preset, seed),
                         device=device, cache_key=key, which=which,
                         batch_size=EMBED_BATCH.get(preset.pretrain.encoder, 512))

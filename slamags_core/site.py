@@ -557,8 +557,8 @@ def results_notebook(sweep_dir: Path | None):
         return _markdown_notebook(
             "# Results of the witness-rate sweep\n\n"
             f"No sweep results were found ({where}). Run the main job, `python3 dev.py run`, which "
-            "runs the sweep into `outputs/sweep/` and then builds this site with its results, or "
-            "pass `--sweep DIR` to `python -m slamags_core site`.")
+            "runs the sweep into `outputs/sweep/`, then `python3 dev.py site`, which builds this "
+            "site with its results, or pass `--sweep DIR` to `python -m slamags_core site`.")
     rows = read_results(csv)
     md_path = sweep_dir / "results.md"
     preset = json.loads((sweep_dir / "config.json").read_text()).get("preset", {}).get("name", "") \

@@ -217,12 +217,34 @@ def _diagnose(preset: Preset, bagset, H, seed: int) -> tuple[dict, dict]:
             "oneclass_bag_auc": float(ranked["bag_auc"])}, ranked
 
 
+def check_sweep(preset: Preset, out_dir: str | Path, *, methods=None, mil_models=None,
+                witness_rates=None, seeds=None, embeddings=None, stains=None) -> dict:
+    """Validate a grid and the output folder as :func:`run_sweep` does, before any work.
+
+    Returns:
+        The grid with the preset's defaults filled in: ``{"methods", "mil_models",
+        "witness_rates", "seeds", "embeddings", "stains"}``.
+
+    Raises:
+        ValueError: as :func:`run_sweep` (a bad grid, or ``out_dir`` holding results of
+            another configuration).
+    """
+    grid = _check_grid(preset, methods or preset.methods, mil_models or preset.mil_models,
+                       witness_rates or preset.witness_rates,
+                       seeds if seeds is not None else preset.seeds,
+                       embeddings or (preset.pretrain.embedding,), stains or (preset.cells.stain,))
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    _check_config(Path(out_dir), preset)
+    return dict(zip(("methods", "mil_models", "witness_rates", "seeds", "embeddings", "stains"),
+                    grid))
+
+
 def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | None = None,
               mil_models: Sequence[str] | None = None,
               witness_rates: Sequence[float] | None = None, seeds: Sequence[int] | None = None,
               embeddings: Sequence[str] | None = None, stains: Sequence[str] | None = None,
               device: str | None = None, progress: bool = True, report: bool = True,
-              shard: tuple[int, int] | None = None) -> list[dict]:
+              shard: tuple[int, int] | None = None, render_only: bool = False) -> list[dict]:
     """Run (or resume) the witness-rate sweep and write results, predictions, report and logs.
 
     Args:
@@ -241,6 +263,8 @@ def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | N
         shard: ``(K, N)``: only grid cells K, K + N, K + 2N, ... (cells are (stain, witness
             rate, seed, method) in this order); rows go to ``results.shard-K-of-N.csv`` and no
             report is written (:func:`merge_results` does).
+        render_only: only render (or load) the grid's bag sets into the cache and return, so
+            that several processes can then share them (``benchmarks/parallel_sweep.sh``).
 
     Returns:
         All rows of this run's results file (earlier ones included).
@@ -272,6 +296,8 @@ def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | N
                           out_dir / f"{stem}.json")
     rows = read_results(csv_path)
     done = {_key(r) for r in rows}
+    if shard is not None:  # cells a whole-grid run (or an earlier merge) finished are done too
+        done |= {_key(r) for r in read_results(out_dir / "results.csv")}
 
     def log(msg: str) -> None:
         if ctx.is_main:
@@ -288,6 +314,14 @@ def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | N
     grid = [(st, wr, s, m) for st in stains for wr in witness_rates for s in seeds for m in methods]
     if shard is not None:
         grid = grid[shard[0]::shard[1]]
+    if render_only:
+        for stain, wr, seed in dict.fromkeys((st, wr, s) for st, wr, s, _ in grid):
+            tb = time.perf_counter()
+            with D.main_first(ctx):
+                bs = get_bags(variant_preset(preset, stain), wr, seed)
+            log(f"bags stain={stain} witness_rate={wr:g} seed={seed}: {bs.n_bags} bags, "
+                f"{len(bs.images)} cells, rendered or loaded in {time.perf_counter() - tb:.1f} s")
+        return rows
     bar = tqdm(total=sum(len(scorers(m, e)) for (_, _, _, m) in grid for e in embeddings),
                desc="sweep", disable=not progress or not ctx.is_main)
     loaded: tuple = (None, None)  # ((stain, witness_rate, seed), BagSet) of the current cell

@@ -108,3 +108,24 @@ def test_the_encoder_is_moved_to_the_requested_device(enc):
     H = embed_images(enc, imgs, CFG, device="cuda")
     assert next(enc.parameters()).is_cuda and H.device.type == "cpu"
     torch.testing.assert_close(H, embed_images(enc.cpu(), imgs, CFG), rtol=1e-4, atol=1e-4)
+
+
+def test_bagset_embeddings_cache_keys_on_the_weights(tmp_path, monkeypatch):
+    """Two pretrainings of one run key (another sweep folder, thread count or device) can
+    differ in the last bits: the second must not reuse the first one's cached embeddings."""
+    from slamags_core.config import get_preset
+    from slamags_core.pipeline import embed_bagset, get_bags, get_pretrained
+
+    monkeypatch.setenv("SLAMAGS_DATA_DIR", str(tmp_path / "data"))
+    preset = get_preset("smoke")
+    bags = get_bags(preset, 0.1, 0)
+    result = get_pretrained(preset, bags, "random", 0, root=tmp_path / "ck", progress=False)
+    first = embed_bagset(preset, bags, result, 0, device="cpu")
+    assert torch.equal(embed_bagset(preset, bags, result, 0, device="cpu"), first)  # cached
+    with torch.no_grad():
+        next(result.encoder.parameters()).mul_(1.5)  # the same run key, other weights
+    again = embed_bagset(preset, bags, result, 0, device="cpu")
+    assert not torch.equal(again, first)
+    with torch.no_grad():
+        want = embed_images(result.encoder, bags.images, preset.pretrain, device="cpu")
+    torch.testing.assert_close(again, want)

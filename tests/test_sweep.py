@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from slamags_core import stats as ST
 from slamags_core import sweep as sweep_mod
@@ -381,3 +382,78 @@ def test_protocol_cost_benchmark_reads_a_sweep(smoke_sweep):
     assert predicted == pytest.approx(m["total"]["sum_s"] - svdd, rel=0.05)
     bigger = mod.predict(m, (m["design"][0], m["design"][1], 4 * m["design"][2]), n_wr=2)
     assert bigger > predicted
+
+
+def test_n_test_option_renders_more_test_bags_and_refuses_mixing(tmp_path, monkeypatch):
+    """``--n-test`` (the powered design of docs/power.md) changes the test split only, is
+    recorded in config.json, and a folder of the preset's design refuses it."""
+    monkeypatch.setenv("SLAMAGS_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "powered"
+    main(["sweep", "--preset", "smoke", "--out", str(out), "--methods", "random", "--mil",
+          "abmil", "--witness-rates", "0.1", "--seeds", "0", "--n-test", "12", "--no-report",
+          "--no-progress"])
+    rows = read_results(out / "results.csv")
+    assert {int(r["n_test_bags"]) for r in rows} == {12}
+    assert json.loads((out / "config.json").read_text())["preset"]["bags"]["n_test"] == 12
+    preds = read_bag_predictions(predictions_path(out, method="random", mil="abmil",
+                                                  witness_rate=0.1, seed=0, embedding="h",
+                                                  stain=get_preset("smoke").cells.stain))
+    assert len(preds) == 12 and sum(p["label"] for p in preds) == 6
+    with pytest.raises(ValueError, match="another configuration"):
+        run_sweep(get_preset("smoke"), out, methods=["random"], mil_models=["abmil"],
+                  witness_rates=[0.1], seeds=[0], progress=False, report=False)
+    with pytest.raises(ValueError, match="n_test must be an integer >= 2, got 1"):
+        main(["sweep", "--preset", "smoke", "--out", str(tmp_path / "x"), "--n-test", "1"])
+
+
+def test_render_only_caches_the_bag_sets_and_writes_no_rows(tmp_path, monkeypatch):
+    """``--render-only`` renders every (witness rate, seed) bag set of the grid once; a later
+    sweep of the same grid loads them (benchmarks/parallel_sweep.sh's method groups)."""
+    monkeypatch.setenv("SLAMAGS_DATA_DIR", str(tmp_path / "data"))
+    main(["sweep", "--preset", "smoke", "--out", str(tmp_path / "r"), "--witness-rates", "0.1",
+          "0.05", "--seeds", "0", "1", "--render-only", "--no-progress"])
+    assert not (tmp_path / "r" / "results.csv").exists()
+    caches = sorted((tmp_path / "data").rglob("manifest.json"))
+    assert len(caches) == 4
+    log = (tmp_path / "r" / "sweep.log").read_text()
+    assert log.count("bags stain=") == 4
+    stamps = [c.stat().st_mtime_ns for c in caches]
+    bs = get_bags(get_preset("smoke"), 0.05, 1)  # read back from the cache, not rendered again
+    assert bs.witness_rate == 0.05 and bs.n_bags == 20
+    assert sorted((tmp_path / "data").rglob("manifest.json")) == caches
+    assert [c.stat().st_mtime_ns for c in caches] == stamps
+
+
+def test_workers_give_the_results_of_one_process(tmp_path, monkeypatch):
+    """``--workers 2`` (bag sets rendered in parallel, then two shards, merged) writes the rows
+    and per-bag predictions of one process with as many threads (1 each here)."""
+    monkeypatch.setenv("SLAMAGS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    grid = dict(methods=["random", "weak", "deep_svdd"], witness_rates=[0.1, 0.05], seeds=[0])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_sweep(get_preset("smoke"), tmp_path / "one", progress=False, **grid)
+    finally:
+        torch.set_num_threads(threads)
+    par = tmp_path / "par"
+    main(["sweep", "--preset", "smoke", "--out", str(par), "--methods", *grid["methods"],
+          "--witness-rates", "0.1", "0.05", "--seeds", "0", "--workers", "2", "--no-progress"])
+    got = {sweep_mod._key(r): r for r in read_results(par / "results.csv")}
+    want = {sweep_mod._key(r): r for r in read_results(tmp_path / "one" / "results.csv")}
+    assert got.keys() == want.keys() and len(got) == 2 * (3 * 3 + 1)
+    for k, r in want.items():
+        for m in sweep_mod.METRICS:
+            assert got[k][m] == r[m] or (math.isnan(got[k][m]) and math.isnan(r[m])), (k, m)
+    names = sorted(p.name for p in (tmp_path / "one" / "predictions").glob("*.csv"))
+    assert names == sorted(p.name for p in (par / "predictions").glob("*.csv"))
+    assert all((par / "predictions" / n).read_bytes() ==
+               (tmp_path / "one" / "predictions" / n).read_bytes() for n in names)
+    assert (par / "results.md").exists() and (par / "worker-1.log").exists()
+
+
+@pytest.mark.parametrize("extra,match", [(["--workers", "0"], "workers must be an integer >= 1"),
+                                         (["--workers", "2", "--shard", "0/2"], "not with --shard")])
+def test_bad_workers(tmp_path, extra, match):
+    with pytest.raises((SystemExit, ValueError), match=match):
+        main(["sweep", "--preset", "smoke", "--out", str(tmp_path / "o"), *extra])
