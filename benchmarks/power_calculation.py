@@ -1,4 +1,4 @@
-"""The benchmark's power calculation (docs/power.md), in two modes.
+"""The benchmark's power calculation (docs/power.md), in three modes.
 
 ``simulate`` checks the method on binormal bag scores with known AUC (no encoder, seconds):
 for 3 and 5 seeds and three between-seed spreads it measures how often the report's 95%
@@ -15,7 +15,13 @@ witness rate, the variance components and the test bags per seed needed for a ha
 
     python benchmarks/power_calculation.py pilot outputs/pilot --a oracle --b simclr --mil abmil
 
-Both write ``power.json`` and ``power.md`` to ``--out``.
+``pairs`` does the same for several calibration pairs against one baseline and prints the
+pooled between-seed variance and the seeds needed at the pilot's own bag count (the powered
+run's table in docs/power.md)::
+
+    python benchmarks/power_calculation.py pairs docs/results/laptop-powered-h200 --out outputs/power
+
+All write ``power.json`` and ``power.md`` to ``--out``.
 """
 from __future__ import annotations
 
@@ -79,14 +85,39 @@ def pilot(path: Path, a: str, b: str, mil: str, target: float, tau2) -> dict:
 def pilot_markdown(table: dict) -> str:
     seeds = [r["n_seeds"] for r in table["required"]]
     lines = ["| WR | pilot diff | v | tau2 (this WR, unfloored) | tau2 used | pilot bags/seed | "
+             "seeds needed at the pilot's bags/seed | "
              + " | ".join(f"bags/seed for {s} seeds" for s in seeds) + " |",
-             "|---" * (6 + len(seeds)) + "|"]
+             "|---" * (7 + len(seeds)) + "|"]
     for r in table["by_witness_rate"]:
         need = " | ".join(str(x["n_bags"]) if x["n_bags"] else "impossible" for x in r["required"])
         lines.append(f"| {100 * r['witness_rate']:g}% | {r['difference']:+.3f} | {r['v']:.3f} | "
-                     f"{r['tau2_raw']:.5f} | {r['tau2_used']:.5f} | {r['n_bags']:g} | {need} |")
-    lines.append("| every WR | | | | | | " + " | ".join(
+                     f"{r['tau2_raw']:.5f} | {r['tau2_used']:.5f} | {r['n_bags']:g} | "
+                     f"{r['seeds_at_pilot_bags'] or '> 10000'} | {need} |")
+    lines.append("| every WR | | | | | | | " + " | ".join(
         str(x["n_bags"]) if x["n_bags"] else "impossible" for x in table["required"]) + " |")
+    return "\n".join(lines)
+
+
+def pairs(path: Path, methods: list[str], b: str, mils: list[str], target: float) -> dict:
+    """tau2 and the seeds needed at the pilot's bag count for every ``method - b`` pair."""
+    preds = read_bag_predictions(path)
+    out = {}
+    for a in methods:
+        for mil in mils:
+            t = PW.power_table(preds, a, b, mil=mil, target=target, min_seeds=3, max_seeds=6)
+            out[f"{a}|{mil}"] = t
+    return out
+
+
+def pairs_markdown(res: dict, b: str) -> str:
+    lines = [f"| pair (a − {b}) | MIL | v by WR | τ² pooled | seeds for ±0.05 at the pilot's "
+             "bags/seed, by WR |", "|---|---|---|---|---|"]
+    for key, t in res.items():
+        a, mil = key.split("|")
+        w = t["by_witness_rate"]
+        lines.append(f"| {a} | {mil} | {' / '.join(format(r['v'], '.3f') for r in w)} | "
+                     f"{t['tau2_pooled']:.4f} | "
+                     f"{' / '.join(str(r['seeds_at_pilot_bags'] or '> 10000') for r in w)} |")
     return "\n".join(lines)
 
 
@@ -108,11 +139,21 @@ def main() -> None:
     q.add_argument("--tau2", default="pooled",
                    help="'pooled' (over witness rates, default), 'per_wr' or a number")
     q.add_argument("--out", type=Path, required=True)
+    r = sub.add_parser("pairs", help="tau2 and seeds needed for several calibration pairs")
+    r.add_argument("predictions", type=Path, help="sweep folder or its predictions/")
+    r.add_argument("--a", nargs="+", default=["oracle", "weak", "supcon", "random", "deep_svdd"])
+    r.add_argument("--b", default="simclr")
+    r.add_argument("--mil", nargs="+", default=["prototype", "abmil"])
+    r.add_argument("--target", type=float, default=0.05)
+    r.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.cmd == "simulate":
         res = simulate(args.trials, args.n_bags, args.mu, args.n_boot)
         md = simulate_markdown(res)
+    elif args.cmd == "pairs":
+        res = pairs(args.predictions, args.a, args.b, args.mil, args.target)
+        md = pairs_markdown(res, args.b)
     else:
         tau2 = args.tau2 if args.tau2 in ("pooled", "per_wr") else float(args.tau2)
         res = pilot(args.predictions, args.a, args.b, args.mil, args.target, tau2)

@@ -78,24 +78,37 @@ def instance_probe(bagset, H, *, max_train_cells: int = 20000, C: float = 1.0,
     return linear_probe(E[train], y[train], E[test], y[test], C=C)
 
 
+KNN_METRICS: tuple[str, ...] = ("cosine", "euclidean")
+
+
 @torch.no_grad()
-def knn_distance(query, reference, k: int = 5, chunk: int = 4096) -> np.ndarray:
-    """Mean cosine distance ``1 - cos`` of each query row to its ``k`` nearest reference rows.
+def knn_distance(query, reference, k: int = 5, chunk: int = 4096, metric: str = "cosine"
+                 ) -> np.ndarray:
+    """Mean distance of each query row to its ``k`` nearest reference rows.
 
     Args:
         query: ``(m, D)``; reference: ``(r, D)`` with ``r >= k``.
         k: neighbours, >= 1.
         chunk: query rows per matrix product (memory ``chunk x r``).
+        metric: ``"cosine"`` (``1 - cos``: the direction only, the issue's diagnostic) or
+            ``"euclidean"`` (``||q - r||``: norms count too).
 
     Returns:
-        ``(m,)`` float64 scores in [0, 2]; larger = farther from the reference (more novel).
+        ``(m,)`` float64 scores (cosine: in [0, 2]); larger = farther from the reference.
     """
     k, chunk = check_int(k, "k", ge=1), check_int(chunk, "chunk", ge=1)
-    R = F.normalize(torch.as_tensor(np.asarray(reference), dtype=torch.float32), dim=1)  # (r, D)
-    Q = F.normalize(torch.as_tensor(np.asarray(query), dtype=torch.float32), dim=1)      # (m, D)
+    if metric not in KNN_METRICS:
+        raise ValueError(f"unknown metric {metric!r}; allowed: {list(KNN_METRICS)}")
+    R = torch.as_tensor(np.asarray(reference), dtype=torch.float32)  # (r, D)
+    Q = torch.as_tensor(np.asarray(query), dtype=torch.float32)      # (m, D)
     if len(R) < k:
         raise ValueError(f"need at least k={k} reference rows, got {len(R)}")
-    out = [1.0 - (q @ R.T).topk(k, dim=1).values.mean(1) for q in torch.split(Q, chunk)]
+    if metric == "cosine":
+        R, Q = F.normalize(R, dim=1), F.normalize(Q, dim=1)
+        out = [1.0 - (q @ R.T).topk(k, dim=1).values.mean(1) for q in torch.split(Q, chunk)]
+    else:
+        out = [torch.cdist(q.double(), R.double()).topk(k, dim=1, largest=False).values.mean(1)
+               for q in torch.split(Q, chunk)]
     return torch.cat(out).double().numpy() if out else np.zeros(0)
 
 
@@ -142,12 +155,13 @@ def rank_within_bags(bagset, cell_scores, *, split: str = "test", top_fraction: 
 
 
 def oneclass_scores(bagset, H, *, k: int = 5, max_reference: int = 20000, seed: int = 0,
-                    split: str = "test") -> np.ndarray:
+                    split: str = "test", metric: str = "cosine") -> np.ndarray:
     """One-class kNN score of the split's cells against slide-negative training cells.
 
     Returns:
-        ``(N,)`` scores (NaN outside ``split``): mean cosine distance to the ``k`` nearest of at
-        most ``max_reference`` (seeded subsample) cells of negative training bags.
+        ``(N,)`` scores (NaN outside ``split``): mean distance (``metric``, see
+        :func:`knn_distance`; the sweep's column uses cosine) to the ``k`` nearest of at most
+        ``max_reference`` (seeded subsample) cells of negative training bags.
 
     Raises:
         ValueError: mismatched embeddings, or no negative training bag.
@@ -162,7 +176,7 @@ def oneclass_scores(bagset, H, *, k: int = 5, max_reference: int = 20000, seed: 
         ref = np.sort(np.random.default_rng(seed).choice(ref, size=max_reference, replace=False))
     cells = _split_cells(bagset, split)
     out = np.full(len(E), np.nan)
-    out[cells] = knn_distance(E[cells], E[ref], k=k)
+    out[cells] = knn_distance(E[cells], E[ref], k=k, metric=metric)
     return out
 
 

@@ -208,6 +208,35 @@ def required_bags(v: float, tau2: float, *, target: float = 0.05, min_seeds: int
     return out
 
 
+def required_seeds(v: float, tau2: float, n_bags: float, *, target: float = 0.05,
+                   level: float = 0.95, min_seeds: int = 3, max_seeds: int = 10_000) -> int | None:
+    """Smallest number of seeds (from ``min_seeds``, the report's minimum for a verdict) whose
+    expected half-width (:func:`half_width`) is ``<= target`` with ``n_bags`` test bags per
+    seed; ``None`` when ``max_seeds`` do not reach it. For ``S >= 2`` the half-width falls as
+    ``S`` grows, so the first ``S`` that reaches the target is found by bisection.
+
+    When the between-seed variance ``tau2`` is the larger term, more test bags cannot help
+    (:func:`required_bags` says "impossible") and this is the number that matters.
+
+    Raises:
+        ValueError: as :func:`half_width`, or ``target <= 0``, ``min_seeds < 2``,
+            ``max_seeds < min_seeds``.
+    """
+    target = check_float(target, "target", gt=0)
+    min_seeds = check_int(min_seeds, "min_seeds", ge=2)
+    max_seeds = check_int(max_seeds, "max_seeds", ge=min_seeds)
+    if half_width(v, tau2, n_bags, max_seeds, level) > target:
+        return None
+    lo, hi = min_seeds, max_seeds
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if half_width(v, tau2, n_bags, mid, level) <= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def power_table(preds: Sequence[dict], method_a: str, method_b: str, *, mil: str,
                 metric: str = "bag_auc", target: float = 0.05, min_seeds: int = 3,
                 max_seeds: int = 10, tau2: float | str = "pooled", **kw) -> dict:
@@ -223,9 +252,11 @@ def power_table(preds: Sequence[dict], method_a: str, method_b: str, *, mil: str
         kw: passed to :func:`estimate_components` (``embedding``, ``stain``, ``n_boot``, ``seed``).
 
     Returns:
-        ``{"by_witness_rate": [{components..., "tau2_used", "required": [...]}], "required":
-        [...], "tau2_pooled"}`` where the top-level ``required`` takes, per seed count, the
-        largest ``n_bags`` over the witness rates (powered at every witness rate).
+        ``{"by_witness_rate": [{components..., "tau2_used", "required": [...],
+        "seeds_at_pilot_bags"}], "required": [...], "tau2_pooled"}`` (``seeds_at_pilot_bags``:
+        :func:`required_seeds` with the pilot's own test-bag count) where the top-level
+        ``required`` takes, per seed count, the largest ``n_bags`` over the witness rates
+        (powered at every witness rate).
     """
     wrs = sorted({float(r["witness_rate"]) for r in preds if r["mil"] == mil
                   and r["method"] == method_a}, reverse=True)
@@ -239,7 +270,9 @@ def power_table(preds: Sequence[dict], method_a: str, method_b: str, *, mil: str
     for comp in comps:
         t = pooled if tau2 == "pooled" else comp.tau2 if tau2 == "per_wr" else float(tau2)
         req = required_bags(comp.v, t, target=target, min_seeds=min_seeds, max_seeds=max_seeds)
-        per_wr.append({**asdict(comp), "tau2_used": t, "required": req})
+        per_wr.append({**asdict(comp), "tau2_used": t, "required": req,
+                       "seeds_at_pilot_bags": required_seeds(comp.v, t, comp.n_bags,
+                                                             target=target)})
         for r in req:
             prev = need.get(r["n_seeds"], 0)
             need[r["n_seeds"]] = None if prev is None or r["n_bags"] is None else max(prev, r["n_bags"])

@@ -44,6 +44,25 @@ def test_knn_distance_against_brute_force(rng):
         D.knn_distance(Q, R[:3], k=5)
 
 
+def test_euclidean_knn_distance_against_sklearn(rng):
+    """metric="euclidean" = scikit-learn's brute-force k nearest neighbours, averaged; unlike
+    cosine it sees norms: a query twice as long as a reference row is far from it."""
+    from sklearn.neighbors import NearestNeighbors
+
+    Q, R = rng.normal(size=(41, 5)), rng.normal(size=(29, 5))
+    for k in (1, 4):
+        dist, _ = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(R).kneighbors(Q)
+        np.testing.assert_allclose(D.knn_distance(Q, R, k=k, metric="euclidean"), dist.mean(1),
+                                   rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(D.knn_distance(Q, R, k=k, chunk=3, metric="euclidean"),
+                                   dist.mean(1), rtol=1e-6, atol=1e-6)
+    long = 2 * R[:1]
+    assert D.knn_distance(long, R, k=1) == pytest.approx(0.0, abs=1e-6)
+    assert D.knn_distance(long, R, k=1, metric="euclidean")[0] > 0.5 * np.linalg.norm(R[0])
+    with pytest.raises(ValueError, match="unknown metric 'manhattan'"):
+        D.knn_distance(Q, R, metric="manhattan")
+
+
 def test_oneclass_score_finds_planted_witnesses():
     bs = bagset()
     out = D.frozen_encoder_diagnostics(bs, planted(bs, gap=3.0))

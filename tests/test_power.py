@@ -140,3 +140,23 @@ def test_never_calibrated_on_a_slam_score(method):
     rows = PW.simulate_predictions(n_seeds=2, n_pos=5, n_neg=5, mu={"oracle": 1.0, method: 1.0})
     with pytest.raises(ValueError, match="never on a SLAM score"):
         PW.estimate_components(rows, "oracle", method, mil="sim", witness_rate=0.1)
+
+
+def test_required_seeds_by_hand():
+    """With tau2 = 0.027 and v = 0.26 at 446 bags (the powered H200 run's oracle - simclr),
+    the half-width z sqrt(((S-1) tau2 + (2S-1) v / n) / S^2) first reaches 0.05 at the
+    returned S, checked against the formula written out here; more bags cannot replace seeds."""
+    z = NormalDist().inv_cdf(0.975)
+
+    def hw(S, v=0.26, t=0.027, n=446):
+        return z * math.sqrt(((S - 1) * t + (2 * S - 1) * v / n) / S**2)
+
+    S = PW.required_seeds(0.26, 0.027, 446)
+    assert hw(S) <= 0.05 < hw(S - 1) and 35 <= S <= 50
+    assert PW.required_seeds(0.26, 0.027, 10**9) >= 35  # bags do not buy down the seed term
+    assert PW.required_seeds(0.3, 0.0, 258) == 3  # tau2 = 0: the bag table's 258 bags suffice
+    assert PW.required_seeds(0.3, 0.0, 100) > 3
+    assert PW.required_seeds(0.26, 0.027, 446, max_seeds=10) is None
+    for kw in (dict(target=0), dict(min_seeds=1), dict(max_seeds=2)):
+        with pytest.raises(ValueError):
+            PW.required_seeds(0.26, 0.027, 446, **kw)

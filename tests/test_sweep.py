@@ -384,6 +384,30 @@ def test_protocol_cost_benchmark_reads_a_sweep(smoke_sweep):
     assert bigger > predicted
 
 
+def test_oneclass_metric_benchmark_reproduces_the_sweep_column(smoke_sweep, monkeypatch):
+    """benchmarks/oneclass_metric.py reloads a finished sweep's encoders (nothing retrained):
+    its cosine AUROC equals the sweep's ``oneclass_auroc`` column, and it adds the Euclidean
+    and norm-only rankings (AUROCs in [0, 1])."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "oneclass_metric.py"
+    spec = importlib.util.spec_from_file_location("oneclass_metric", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out, rows, _ = smoke_sweep
+    monkeypatch.setenv("SLAMAGS_DATA_DIR", str(out / "data"))
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "checkpoints").rglob("checkpoint.pt")}
+    assert stamps
+    got = mod.measure(out, ["simclr", "oracle"])
+    assert len(got) == 4  # 2 methods x 2 witness rates
+    for g in got:
+        assert g["cosine"] == pytest.approx(g["sweep_cosine"], abs=1e-5)
+        assert all(0 <= g[s] <= 1 for s in mod.SCORES)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # no pretraining ran again
+    assert "cosine / Euclidean / norm" in mod.markdown(got)
+
+
 def test_n_test_option_renders_more_test_bags_and_refuses_mixing(tmp_path, monkeypatch):
     """``--n-test`` (the powered design of docs/power.md) changes the test split only, is
     recorded in config.json, and a folder of the preset's design refuses it."""
