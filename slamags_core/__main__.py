@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from slamags_core.bags import STAIN_MODES
-from slamags_core.config import METHODS, MIL_MODELS, PRESETS, get_preset
+from slamags_core.config import METHODS, MIL_MODELS, PRESETS, get_preset, with_n_test
 from slamags_core.embed import EMBEDDINGS
 from slamags_core.validation import check_int
 
@@ -127,8 +127,6 @@ def _site(args) -> None:
 
 def _preset(args):
     """The named preset, with ``--n-test`` applied when given."""
-    from slamags_core.config import with_n_test
-
     preset = get_preset(args.preset)
     return preset if args.n_test is None else with_n_test(preset, args.n_test)
 
