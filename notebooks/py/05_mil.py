@@ -39,7 +39,8 @@
 # **Run time.** Measured on this project's 2-core CPU, shared with other jobs: `smoke` about a
 # minute; `laptop` (the default, bags of 1000 cells) 14 min wall clock with an empty cache — two
 # pretrainings and the embeddings of 128,000 cells (§2 prints each encoder's time) dominate; the
-# MIL fits take 10-30 s per model with three restarts (the table's `seconds`). With the encoders
+# MIL fits took 10-30 s per model with three restarts (the table's `seconds`; the laptop preset
+# uses one restart since 2026-11-26, a third of that). With the encoders
 # cached by notebook 04 or the sweep it is a few minutes. On a GPU: pretraining dominates, MIL is
 # instant.
 #
@@ -455,8 +456,9 @@ pd.DataFrame(check).set_index("model").round(2)
 # - The bag label only says *some* cells are abnormal; attention pooling lets the model find them,
 #   mean pooling cannot (its attention is uniform by construction), max pooling bets everything on
 #   a single cell and is brittle with few bags.
-# - Model selection on validation loss (star in the curves) over several restarts guards against
-#   the overfitting that selecting on training accuracy would reward, and against an unlucky
+# - Model selection on validation loss (star in the curves) guards against the overfitting that
+#   selecting on training accuracy would reward; restarts (3 in the `paper` preset, 1 in `laptop`,
+#   where a second and third changed bag AUC by <= 0.012: docs/mil.md) guard against an unlucky
 #   initialisation; mini-batches and instance dropout make each run steadier.
 # - Attention is unsigned: read retrieval from the abnormality ranking, which the model orients
 #   with bag labels only (the prototype model's abnormal-class attention is often inverted).
