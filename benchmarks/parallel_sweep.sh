@@ -30,14 +30,14 @@ end=""  # SWEEP_DEADLINE counts from now for every process, the rendering includ
 [ -n "${SWEEP_DEADLINE:-}" ] && end=$(( $(date +%s) + SWEEP_DEADLINE ))
 sweep() {  # sweep PART_FOLDER ARGS...: one sweep process, stopped at the deadline if one is set
     local part=$1; shift
-    mkdir -p "$part"
+    local stop=()
     if [ -n "$end" ]; then
         local left=$(( end - $(date +%s) ))
         [ "$left" -gt 0 ] || return 0
-        timeout -s INT "$left" "$py" -m slamags_core sweep --out "$part" "$@" >> "$part/stdout.log" 2>&1
-    else
-        "$py" -m slamags_core sweep --out "$part" "$@" >> "$part/stdout.log" 2>&1
+        stop=(timeout -s INT "$left")
     fi
+    mkdir -p "$part"
+    ${stop[@]+"${stop[@]}"} "$py" -m slamags_core sweep --out "$part" "$@" >> "$part/stdout.log" 2>&1
 }
 groups=()  # SWEEP_METHOD_GROUPS="oracle simclr,slam_ags random": one process per group
 [ -n "${SWEEP_METHOD_GROUPS:-}" ] && IFS=, read -r -a groups <<< "$SWEEP_METHOD_GROUPS"

@@ -252,7 +252,7 @@ def _sweep_workers(args, argv: list[str]) -> None:
 
     from tqdm.auto import tqdm
 
-    from slamags_core.sweep import check_sweep, merge_results, read_results, shard_name
+    from slamags_core.sweep import check_sweep, merge_results, read_results, scorers, shard_name
 
     try:
         g = check_sweep(_preset(args), args.out, methods=args.methods, mil_models=args.mil,
@@ -263,9 +263,8 @@ def _sweep_workers(args, argv: list[str]) -> None:
     rates = g["witness_rates"]
     cells = len(g["stains"]) * len(rates) * len(g["seeds"]) * len(g["methods"])
     n = min(args.workers, cells)  # an empty shard would leave the merge a shard short
-    total = cells // len(g["methods"]) * sum(  # rows: MIL models, one-class kNN, Deep SVDD's own
-        len(g["mil_models"]) + 1 + (m == "deep_svdd" and e == "h")
-        for m in g["methods"] for e in g["embeddings"])
+    total = cells // len(g["methods"]) * sum(len(scorers(m, e, g["mil_models"]))
+                                             for m in g["methods"] for e in g["embeddings"])
     base = _worker_argv(args, argv)
     env = dict(os.environ)  # threads per worker: cores // N unless OMP_NUM_THREADS says
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))

@@ -107,7 +107,8 @@ def knn_distance(query, reference, k: int = 5, chunk: int = 4096, metric: str = 
         R, Q = F.normalize(R, dim=1), F.normalize(Q, dim=1)
         out = [1.0 - (q @ R.T).topk(k, dim=1).values.mean(1) for q in torch.split(Q, chunk)]
     else:
-        out = [torch.cdist(q.double(), R.double()).topk(k, dim=1, largest=False).values.mean(1)
+        R = R.double()  # once, not per chunk
+        out = [torch.cdist(q.double(), R).topk(k, dim=1, largest=False).values.mean(1)
                for q in torch.split(Q, chunk)]
     return torch.cat(out).double().numpy() if out else np.zeros(0)
 

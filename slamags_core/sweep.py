@@ -217,6 +217,22 @@ def _diagnose(preset: Preset, bagset, H, seed: int) -> tuple[dict, dict]:
             "oneclass_bag_auc": float(ranked["bag_auc"])}, ranked
 
 
+def _resolve_grid(preset: Preset, methods, mil_models, witness_rates, seeds, embeddings,
+                  stains) -> tuple:
+    """The grid with the preset's defaults filled in, validated by :func:`_check_grid`."""
+    return _check_grid(preset, methods or preset.methods, mil_models or preset.mil_models,
+                       witness_rates or preset.witness_rates,
+                       seeds if seeds is not None else preset.seeds,
+                       embeddings or (preset.pretrain.embedding,), stains or (preset.cells.stain,))
+
+
+def scorers(method: str, embedding: str, mil_models: Sequence[str]) -> list[str]:
+    """The rows one (method, embedding) grid cell writes: every MIL model, the one-class kNN
+    ranking and, for ``deep_svdd`` on ``h``, its own distance ranking."""
+    extra = [SVDD_SCORER] if method == deep_svdd.METHOD and embedding == "h" else []
+    return [*mil_models, ONECLASS_SCORER, *extra]
+
+
 def check_sweep(preset: Preset, out_dir: str | Path, *, methods=None, mil_models=None,
                 witness_rates=None, seeds=None, embeddings=None, stains=None) -> dict:
     """Validate a grid and the output folder as :func:`run_sweep` does, before any work.
@@ -229,10 +245,7 @@ def check_sweep(preset: Preset, out_dir: str | Path, *, methods=None, mil_models
         ValueError: as :func:`run_sweep` (a bad grid, or ``out_dir`` holding results of
             another configuration).
     """
-    grid = _check_grid(preset, methods or preset.methods, mil_models or preset.mil_models,
-                       witness_rates or preset.witness_rates,
-                       seeds if seeds is not None else preset.seeds,
-                       embeddings or (preset.pretrain.embedding,), stains or (preset.cells.stain,))
+    grid = _resolve_grid(preset, methods, mil_models, witness_rates, seeds, embeddings, stains)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     _check_config(Path(out_dir), preset)
     return dict(zip(("methods", "mil_models", "witness_rates", "seeds", "embeddings", "stains"),
@@ -275,10 +288,8 @@ def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | N
             that is not an integer >= 0) or shard, checked before any work starts; or
             ``out_dir`` holding results of another configuration.
     """
-    methods, mil_models, witness_rates, seeds, embeddings, stains = _check_grid(
-        preset, methods or preset.methods, mil_models or preset.mil_models,
-        witness_rates or preset.witness_rates, seeds if seeds is not None else preset.seeds,
-        embeddings or (preset.pretrain.embedding,), stains or (preset.cells.stain,))
+    methods, mil_models, witness_rates, seeds, embeddings, stains = _resolve_grid(
+        preset, methods, mil_models, witness_rates, seeds, embeddings, stains)
     if shard is not None:
         shard = parse_shard(f"{shard[0]}/{shard[1]}")
     ctx = D.current()
@@ -304,9 +315,14 @@ def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | N
             with open(log_path, "a") as f:
                 f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
 
-    def scorers(method: str, embedding: str) -> list[str]:
-        extra = [SVDD_SCORER] if method == deep_svdd.METHOD and embedding == "h" else []
-        return [*mil_models, ONECLASS_SCORER, *extra]
+    def bags_of(stain: str, wr: float, seed: int):
+        """The (stain, witness rate, seed) bag set: rank 0 renders it, the others open it."""
+        tb = time.perf_counter()
+        with D.main_first(ctx):
+            bs = get_bags(variant_preset(preset, stain), wr, seed)
+        log(f"bags stain={stain} witness_rate={wr:g} seed={seed}: {bs.n_bags} bags, "
+            f"{len(bs.images)} cells, rendered or loaded in {time.perf_counter() - tb:.1f} s")
+        return bs
 
     log(f"start preset={preset.name} device={dev} processes={ctx.world_size} methods={methods} "
         f"mil={mil_models} witness_rates={witness_rates} seeds={seeds} embeddings={embeddings} "
@@ -316,29 +332,22 @@ def run_sweep(preset: Preset, out_dir: str | Path, *, methods: Sequence[str] | N
         grid = grid[shard[0]::shard[1]]
     if render_only:
         for stain, wr, seed in dict.fromkeys((st, wr, s) for st, wr, s, _ in grid):
-            tb = time.perf_counter()
-            with D.main_first(ctx):
-                bs = get_bags(variant_preset(preset, stain), wr, seed)
-            log(f"bags stain={stain} witness_rate={wr:g} seed={seed}: {bs.n_bags} bags, "
-                f"{len(bs.images)} cells, rendered or loaded in {time.perf_counter() - tb:.1f} s")
+            bags_of(stain, wr, seed)
         return rows
-    bar = tqdm(total=sum(len(scorers(m, e)) for (_, _, _, m) in grid for e in embeddings),
+    bar = tqdm(total=sum(len(scorers(m, e, mil_models)) for (_, _, _, m) in grid
+                         for e in embeddings),
                desc="sweep", disable=not progress or not ctx.is_main)
     loaded: tuple = (None, None)  # ((stain, witness_rate, seed), BagSet) of the current cell
     for stain, wr, seed, method in grid:
-        todo = {e: [sc for sc in scorers(method, e) if (method, sc, wr, seed, e, stain) not in done]
-                for e in embeddings}
-        bar.update(sum(len(scorers(method, e)) - len(t) for e, t in todo.items()))
+        todo = {e: [sc for sc in scorers(method, e, mil_models)
+                    if (method, sc, wr, seed, e, stain) not in done] for e in embeddings}
+        bar.update(sum(len(scorers(method, e, mil_models)) - len(t) for e, t in todo.items()))
         if not any(todo.values()):
             continue
         bar.set_postfix_str(f"{stain} WR={wr:g} seed={seed} {method}")
         vp = variant_preset(preset, stain)
         if loaded[0] != (stain, wr, seed):  # consecutive methods share one bag set: load once
-            tb = time.perf_counter()
-            with D.main_first(ctx):  # rank 0 renders it, the others open the finished set
-                loaded = ((stain, wr, seed), get_bags(vp, wr, seed))
-            log(f"bags stain={stain} witness_rate={wr:g} seed={seed}: {loaded[1].n_bags} bags, "
-                f"{len(loaded[1].images)} cells, rendered or loaded in {time.perf_counter() - tb:.1f} s")
+            loaded = ((stain, wr, seed), bags_of(stain, wr, seed))
         bagset = loaded[1]
         t0 = time.perf_counter()
         result = get_pretrained(vp, bagset, method, seed, device=dev,
